@@ -1,0 +1,1 @@
+"""vlpipe's command-line stages (installed as ``vlpipe.stages``): one thin Typer module each."""

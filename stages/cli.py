@@ -1,0 +1,60 @@
+"""The ``vlpipe`` console script: every stage mounted on one Typer app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vlpipe import __version__
+
+from . import artifacts as artifacts_stage
+from . import ingest as ingest_stage
+from . import synth as synth_stage
+from . import tokenizer as tokenizer_stage
+
+app = typer.Typer(
+    name="vlpipe",
+    help="Staged tools to train and serve ALBEF-style vision-language models.\n\n"
+    "ingest -> pretrain -> embed -> index build -> retrieve (+ ITM rerank) -> finetune -> evaluate",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vlpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    root: Path = typer.Option(
+        None,
+        "--root",
+        envvar="VLPIPE_ARTIFACTS",
+        help="Artifacts root folder (default ./artifacts).",
+        show_default=False,
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = {"root": root}
+
+
+app.add_typer(synth_stage.app, name="synth")
+app.add_typer(ingest_stage.app, name="ingest")
+app.add_typer(tokenizer_stage.app, name="tokenizer")
+app.add_typer(artifacts_stage.app, name="artifacts")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

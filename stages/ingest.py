@@ -1,0 +1,4 @@
+"""Placeholder until the stage lands."""
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,1 @@
+"""Data: the synthetic world, readers of upstream formats, Parquet shards, tokenizers."""
