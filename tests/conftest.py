@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny dataset artifact built directly with the shard writer."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+# Wide, colourless rich output so tests can match table cells.
+os.environ.setdefault("COLUMNS", "200")
+os.environ.setdefault("NO_COLOR", "1")
+
+from vlpipe.artifacts import ArtifactBuilder, artifact_path
+from vlpipe.data.shards import ShardWriter
+
+CAPTIONS = [
+    "a dog on the beach next to an umbrella",
+    "two red circles above a car on snow",
+    "a puppy on the sand",
+    "a blue star to the left of a house",
+    "a cat and a tree in a field",
+    "three dogs on the grass",
+]
+
+
+def png_bytes(color=(200, 30, 30), size=(16, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_dataset(root: Path, name: str = "tiny", n_images: int = 6, captions_per_image: int = 2, shard_rows: int = 5):
+    """Publish a dataset artifact with n_images x captions_per_image rows; returns the Artifact."""
+    with ArtifactBuilder(artifact_path(root, "dataset", name), "dataset", params={"n": n_images}) as b:
+        w = ShardWriter(b.dir, max_rows=shard_rows)
+        for i in range(n_images):
+            img = png_bytes((20 * i % 255, 100, 150))
+            for j in range(captions_per_image):
+                w.add({
+                    "image_id": f"img{i}", "caption_id": f"img{i}-{j}",
+                    "caption": CAPTIONS[(i + j) % len(CAPTIONS)],
+                    "split": "train" if i < n_images - 2 else "test",
+                    "image": img, "image_path": f"images/{i}.png", "width": 16, "height": 16,
+                    "source": "fixture",
+                })
+        w.flush()
+        return b.publish({"rows": w.rows_written})
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    return make_dataset(tmp_path / "artifacts")
