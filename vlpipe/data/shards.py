@@ -63,6 +63,7 @@ class ShardWriter:
         *,
         max_rows: int = 10_000,
         max_bytes: int = 256 << 20,
+        row_group_bytes: int = 32 << 20,
         start_index: int = 0,
         compression: str = "zstd",
         on_shard: Callable[[int, int], None] | None = None,
@@ -73,6 +74,7 @@ class ShardWriter:
         self.schema = schema
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.row_group_bytes = row_group_bytes
         self.index = start_index
         self.compression = compression
         self.on_shard = on_shard
@@ -93,7 +95,11 @@ class ShardWriter:
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
         final = self.folder / shard_name(self.index)
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(table, tmp, compression=self.compression)
+        # Row groups are the unit the training loader reads and shuffles: keep them small enough
+        # (about row_group_bytes of image data) that a worker can hold a few at once.
+        avg = max(1, self._bytes // len(self._rows))
+        group_rows = int(min(len(self._rows), max(64, self.row_group_bytes // avg)))
+        pq.write_table(table, tmp, compression=self.compression, row_group_size=group_rows)
         os.replace(tmp, final)
         n = len(self._rows)
         self.rows_written += n
