@@ -1,0 +1,1 @@
+"""Training: the one loop shared by pretrain and every finetune, distributed helpers, checkpoints."""
