@@ -1,0 +1,1 @@
+"""Metrics: retrieval recall (ALBEF protocol), classification, VQA, grounding."""
