@@ -1,0 +1,1 @@
+"""Retrieval: embedding extraction, FAISS indexes, ITM reranking."""
