@@ -220,4 +220,7 @@ def batch_loader(dataset: CaptionBatches, workers: int) -> torch.utils.data.Data
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
+        # Its own generator: creating the iterator must not draw from the global RNG, or a resumed
+        # run (which builds its loader at another point of the RNG stream) would diverge.
+        generator=torch.Generator().manual_seed(0),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -32,7 +32,13 @@ def save_weights(model: torch.nn.Module, folder: Path) -> None:
 
 
 def load_state_dict(folder: Path | str) -> dict[str, torch.Tensor]:
+    """The raw tensors (tied weights appear once)."""
     return load_file(str(Path(folder) / WEIGHTS))
+
+
+def load_weights(model: torch.nn.Module, folder: Path | str, strict: bool = True):
+    """Load ``model.safetensors`` into ``model`` (tied weights restored); returns (missing, unexpected)."""
+    return load_model(model, str(Path(folder) / WEIGHTS), strict=strict)
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> None:

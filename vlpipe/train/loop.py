@@ -138,6 +138,7 @@ def train_loop(
     while state.step < settings.total_steps:
         for batch in batches(state.epoch, state.micro):
             batch = to_device(batch, env.device)
+            batch["first_micro"] = micro_in_step == 0  # e.g. momentum EMA once per optimizer step
             sync = micro_in_step == accum - 1
             ctx = model.no_sync() if (env.distributed and not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with ctx:
