@@ -1,0 +1,135 @@
+"""Image encoder: a timm ViT (class token, no head) returning every token, and weight loading.
+
+Parameter names are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.N.*``,
+``norm``), the same names an ALBEF checkpoint uses under ``visual_encoder.``. Loading weights made
+for another resolution interpolates the position embeddings on the patch grid (bicubic, class token
+kept as is), as the paper does when fine-tuning at 384 px from 256 px pre-training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from vlpipe.config import VisionConfig
+from vlpipe.errors import VlpipeError
+
+
+class LoadReport(NamedTuple):
+    """What a weight load did: keys the model lacked a value for, file keys it did not use,
+    and keys that were resized on the way in (position tables)."""
+
+    missing: list[str]
+    unexpected: list[str]
+    reshaped: list[str]
+
+
+class VisionEncoder(VisionTransformer):
+    """A timm ``VisionTransformer`` whose ``forward(images [B, 3, H, W])`` returns every token
+    [B, 1 + N, width] after the final LayerNorm (``forward_features``); no classifier head.
+
+    Being the timm class itself (not a wrapper), its parameter names are timm's, so ALBEF's
+    ``visual_encoder.*`` keys map 1:1.
+    """
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__(
+            img_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.width,
+            depth=cfg.depth,
+            num_heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            qkv_bias=True,
+            class_token=True,
+            num_classes=0,
+            global_pool="token",
+            drop_path_rate=cfg.drop_path,
+        )
+        self.width = cfg.width
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.patch_embed.grid_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.forward_features(images)
+
+
+def build_vision(cfg: VisionConfig) -> VisionEncoder:
+    return VisionEncoder(cfg)
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
+    """Resize ``pos_embed`` [1, num_prefix + h*w, D] to a ``new_grid`` patch grid.
+
+    The prefix (class) tokens are kept unchanged; the patch part is laid out on its (square) grid and
+    resized bicubically. Returns [1, num_prefix + H*W, D].
+    """
+    if isinstance(new_grid, int):
+        new_grid = (new_grid, new_grid)
+    prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    n = patches.shape[1]
+    old = math.isqrt(n)
+    if old * old != n:
+        raise VlpipeError(f"pos_embed has {n} patch positions, not a square grid; cannot interpolate")
+    if (old, old) == tuple(new_grid):
+        return pos_embed
+    dim = patches.shape[-1]
+    grid = patches.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)
+
+
+KNOWN_PREFIXES = ("", "visual_encoder.", "module.visual_encoder.", "module.")
+
+
+def load_vision_weights(
+    model: VisionTransformer,
+    state_dict: dict[str, torch.Tensor],
+    prefix: str | None = None,
+    strict: bool = False,
+) -> LoadReport:
+    """Load timm-named ViT weights into ``model`` (a :class:`VisionEncoder` or any timm ViT).
+
+    Only keys starting with ``prefix`` are read, the prefix stripped; None (default) picks the first
+    of "", "visual_encoder.", "module.visual_encoder.", "module." under which ``pos_embed`` is found
+    (a bare timm state dict, an ALBEF checkpoint, the same saved from DDP). ``pos_embed`` is interpolated when the patch grid differs (listed in
+    ``reshaped``). Any other shape mismatch is an error. ``strict`` turns missing or unexpected keys
+    into an error too; otherwise they are returned for the caller to report.
+    """
+    vit = model
+    if prefix is None:
+        prefix = next((p for p in KNOWN_PREFIXES if p + "pos_embed" in state_dict), "")
+    own = vit.state_dict()
+    incoming = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    reshaped: list[str] = []
+    to_load: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in incoming.items():
+        if key not in own:
+            unexpected.append(prefix + key)
+            continue
+        if key == "pos_embed" and value.shape != own[key].shape:
+            grid = tuple(vit.patch_embed.grid_size)
+            value = interpolate_pos_embed(value, grid, num_prefix=vit.num_prefix_tokens)
+            reshaped.append(prefix + key)
+        if value.shape != own[key].shape:
+            raise VlpipeError(
+                f"vision weight {prefix + key} has shape {tuple(value.shape)}, the model wants "
+                f"{tuple(own[key].shape)}: the checkpoint's ViT width/patch size differs from model.vision"
+            )
+        to_load[key] = value
+    missing = [prefix + k for k in own if k not in to_load]
+    if strict and (missing or unexpected):
+        raise VlpipeError(
+            f"vision weights do not match: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    vit.load_state_dict(to_load, strict=False)
+    return LoadReport(missing, sorted(unexpected), reshaped)
