@@ -10,6 +10,7 @@ from vlpipe import __version__
 
 from . import artifacts as artifacts_stage
 from . import ingest as ingest_stage
+from . import pretrain as pretrain_stage
 from . import synth as synth_stage
 from . import tokenizer as tokenizer_stage
 
@@ -49,6 +50,7 @@ def main_options(
 app.add_typer(synth_stage.app, name="synth")
 app.add_typer(ingest_stage.app, name="ingest")
 app.add_typer(tokenizer_stage.app, name="tokenizer")
+app.add_typer(pretrain_stage.app, name="pretrain")
 app.add_typer(artifacts_stage.app, name="artifacts")
 
 

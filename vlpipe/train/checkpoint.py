@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file, save_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -37,8 +37,12 @@ def load_state_dict(folder: Path | str) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: torch.nn.Module, folder: Path | str, strict: bool = True):
-    """Load ``model.safetensors`` into ``model`` (tied weights restored); returns (missing, unexpected)."""
-    return load_model(model, str(Path(folder) / WEIGHTS), strict=strict)
+    """Load ``model.safetensors`` into ``model``; returns (missing, unexpected).
+
+    ``save_model`` keeps one name of each tied tensor; the model's own load hook (ALBEF has one)
+    fills the other name in.
+    """
+    return model.load_state_dict(load_state_dict(folder), strict=strict)
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> None:
