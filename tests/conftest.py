@@ -53,3 +53,39 @@ def make_dataset(root: Path, name: str = "tiny", n_images: int = 6, captions_per
 @pytest.fixture
 def tiny_dataset(tmp_path):
     return make_dataset(tmp_path / "artifacts")
+
+
+# A tiny albef-tiny so a step takes milliseconds: 32 px images, 2+1 text/fusion layers.
+TINY_MODEL = ["--set", "model.vision.image_size=32", "--set", "model.vision.depth=2",
+              "--set", "model.text.text_layers=2", "--set", "model.text.fusion_layers=1",
+              "--set", "model.queue_size=64", "--set", "train.warmup_steps=2"]
+
+
+def run_cli(root, *args):
+    """Invoke the vlpipe CLI in-process under ``--root root``; asserts success, returns the result."""
+    from typer.testing import CliRunner
+
+    from vlpipe.stages.cli import app
+
+    r = CliRunner().invoke(app, ["--root", str(root), *map(str, args)])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+@pytest.fixture(scope="session")
+def synthetic_world(tmp_path_factory):
+    """Artifacts root with raw synth output ``raw/w`` (40 images, 32 px), dataset ``w``, tokenizer ``tok``."""
+    root = tmp_path_factory.mktemp("world") / "artifacts"
+    raw = root / "raw" / "w"
+    run_cli(root, "synth", "--out", raw, "--images", "40", "--size", "32", "--seed", "5")
+    run_cli(root, "ingest", "karpathy", raw / "dataset_coco.json", "--images", raw, "--out", "w")
+    run_cli(root, "tokenizer", "train", "--data", "w", "--vocab", "300", "--min-frequency", "1", "--out", "tok")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_world):
+    """A checkpoint artifact ``ck`` pre-trained 6 steps on ``w`` (under the synthetic_world root)."""
+    run_cli(synthetic_world, "pretrain", "--shards", "w", "--tokenizer", "tok", "--out", "ck",
+            "--batch-size", "8", "--workers", "0", "--steps", "6", "--eval-split", "", *TINY_MODEL)
+    return synthetic_world / "checkpoints" / "ck"

@@ -11,26 +11,16 @@ from typer.testing import CliRunner
 from vlpipe.stages.cli import app
 from vlpipe.train import checkpoint as ckpt_mod
 
+from .conftest import TINY_MODEL
+
 runner = CliRunner()
 
-# A smaller albef-tiny so a step takes milliseconds: 32 px images, 2+1 text/fusion layers.
-TINY = ["--set", "model.vision.image_size=32", "--set", "model.vision.depth=2",
-        "--set", "model.text.text_layers=2", "--set", "model.text.fusion_layers=1",
-        "--set", "model.queue_size=64", "--set", "train.warmup_steps=2"]
+TINY = TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pretrain") / "artifacts"
-    raw = root / "raw" / "w"
-    for args in (
-        ["synth", "--out", str(raw), "--images", "40", "--size", "32", "--seed", "5"],
-        ["ingest", "karpathy", str(raw / "dataset_coco.json"), "--images", str(raw), "--out", "w"],
-        ["tokenizer", "train", "--data", "w", "--vocab", "300", "--min-frequency", "1", "--out", "tok"],
-    ):
-        r = runner.invoke(app, ["--root", str(root), *args])
-        assert r.exit_code == 0, r.output
-    return root
+def world(synthetic_world):
+    return synthetic_world
 
 
 def _pretrain(root, out, *extra):

@@ -142,3 +142,31 @@ def recall_vs_exact(index, vectors: np.ndarray, queries: np.ndarray, k: int = 10
     qps = len(queries) / max(1e-9, time.perf_counter() - t0)
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, got))
     return hits / (len(queries) * k), qps
+
+
+# -- on-disk form of an index artifact -------------------------------------------------------------
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"  # row i of the index -> the embedding row's identifying columns
+
+
+def save_index(folder, index, ids) -> None:
+    """Write ``index.faiss`` and ``ids.parquet`` (a pyarrow table, one row per index row)."""
+    import faiss
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    folder = Path(folder)
+    if ids.num_rows != index.ntotal:
+        raise VlpipeError(f"id map has {ids.num_rows} rows for an index of {index.ntotal} vectors")
+    faiss.write_index(index, str(folder / INDEX_FILE))
+    pq.write_table(ids, folder / IDS_FILE, compression="zstd")
+
+
+def load_index(folder):
+    """(faiss index, ids table) from an index artifact folder."""
+    import faiss
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    folder = Path(folder)
+    return faiss.read_index(str(folder / INDEX_FILE)), pq.read_table(folder / IDS_FILE)
