@@ -210,7 +210,10 @@ def run_pretrain(job: PretrainJob, builder: ArtifactBuilder, env: distributed.Di
     metrics = train_loop(net, loss_fn, batches, micro, settings, env, resume=resume,
                          on_checkpoint=on_checkpoint, progress=progress, samples_per_micro=tr.batch_size)
 
-    stats: dict[str, Any] = {"steps": total, "train_samples": n_samples, "steps_per_epoch": micro // tr.grad_accum}
+    stats: dict[str, Any] = {"steps": total, "train_samples": n_samples, "steps_per_epoch": micro // tr.grad_accum,
+                             "world_size": env.world}
+    if env.distributed:
+        stats["ranks_in_sync"] = ranks_in_sync(model, env)
     if metrics:
         first, last = metrics[0], metrics[-1]
         for k in (k for k in last if k.startswith("loss")):
@@ -224,6 +227,16 @@ def run_pretrain(job: PretrainJob, builder: ArtifactBuilder, env: distributed.Di
             (builder.dir / "zero_shot.json").write_text(json.dumps(stats["zero_shot"], indent=2) + "\n")
     distributed.barrier()
     return stats
+
+
+@torch.no_grad()
+def ranks_in_sync(model: torch.nn.Module, env: distributed.DistEnv) -> bool:
+    """Every rank holds the same weights and queues (DDP and the gathered enqueue keep them so)."""
+    total = torch.zeros(1, dtype=torch.float64, device=env.device)
+    for t in list(model.parameters()) + list(model.buffers()):
+        total += t.double().sum()
+    all_totals = distributed.gather_no_grad(total)
+    return bool((all_totals - all_totals[0]).abs().max() <= 1e-9 * max(1.0, float(all_totals[0].abs())))
 
 
 def finalize(folder: Path, model: ALBEF, cfg: Config, job: PretrainJob, step: int,
