@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +63,12 @@ def user_errors(resume_hint: str | None = None) -> Iterator[None]:
 class RichProgress:
     """Renders :class:`vlpipe.progress.Progress` reports as rich progress bars."""
 
-    def __init__(self, console: Console = err_console, transient: bool = False):
+    def __init__(self, console: Console = err_console, transient: bool = False, log_every: float = 15.0):
+        # Without a terminal (CI logs, pipes) rich draws nothing live: print a plain line instead
+        # every ``log_every`` seconds per task.
+        self._plain = not console.is_terminal
+        self._log_every = log_every
+        self._last_log: dict[str, float] = {}
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -101,6 +107,13 @@ class RichProgress:
         t = self._progress.tasks[self._tasks_index(tid)]
         if t.speed:
             self._progress.update(tid, rate=f"{t.speed:,.0f} {self._units[task]}/s")
+        if self._plain:
+            now = time.monotonic()
+            if now - self._last_log.get(task, 0.0) >= self._log_every:
+                self._last_log[task] = now
+                total = f"/{t.total:,.0f}" if t.total else ""
+                rate = f" {t.speed:,.1f} {self._units[task]}/s" if t.speed else ""
+                self._progress.console.print(f"{task}: {t.completed:,.0f}{total}{rate} {info}", highlight=False)
 
     def _tasks_index(self, tid: TaskID) -> int:
         for i, t in enumerate(self._progress.tasks):
