@@ -70,7 +70,8 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     embed_dim: int = 256  # ITC projection size
-    temp: float = 0.07  # initial learnable temperature (clamped to 0.001..0.5)
+    temp: float = 0.07  # initial learnable temperature (clamped to temp_min..0.5)
+    temp_min: float = 0.001  # the paper's lower clamp; small models trained from scratch collapse below ~0.01
     queue_size: int = 65536  # momentum features kept for ITC
     momentum: float = 0.995  # EMA of the momentum encoders
     alpha: float = 0.4  # momentum-distillation weight
@@ -124,7 +125,11 @@ PRESETS: dict[str, Config] = {
             text=TextConfig(width=128, text_layers=4, fusion_layers=2, heads=4, intermediate=512,
                             max_len=40, dropout=0.0, attention_dropout=0.0, **_VLPIPE_TOKENS),
             embed_dim=128,
-            queue_size=2048,
+            # Measured on the 5k synthetic world, 500 steps from scratch: with the paper's clamp the
+            # temperature fell to ~0.006 and image features collapsed (mean cosine 0.98); temp_min
+            # 0.03 and a 512 queue (fresher negatives) gave zero-shot mean recall 5.1 vs 3.8.
+            queue_size=512,
+            temp_min=0.03,
         ),
         train=TrainConfig(lr=3e-4, min_lr=3e-5, warmup_steps=100, epochs=10, batch_size=32, clip_grad=5.0),
     ),

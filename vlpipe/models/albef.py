@@ -54,7 +54,7 @@ def _fill_tied_keys(module: "ALBEF", state_dict, prefix, *args) -> None:
 
 
 class ALBEF(nn.Module):
-    TEMP_MIN, TEMP_MAX = 0.001, 0.5
+    TEMP_MAX = 0.5
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -230,7 +230,7 @@ class ALBEF(nn.Module):
         c = self.cfg
         alpha = (c.alpha if alpha is None else float(alpha)) if c.distill else 0.0
         with torch.no_grad():
-            self.temp.clamp_(self.TEMP_MIN, self.TEMP_MAX)
+            self.temp.clamp_(c.temp_min, self.TEMP_MAX)
         temp = self.temp
 
         image_tokens, image_feat = self.encode_image(images)
