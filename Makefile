@@ -35,15 +35,28 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The main job on the built-in synthetic world: synth -> ingest -> tokenizer -> pretrain -> embed ->
+# index -> retrieve (+ ITM rerank) -> evaluate retrieval. About 10 minutes on 2 CPU cores.
+DEMO_STEPS ?= 500
+VLPIPE := $(BIN)/vlpipe --root $(ROOT)
 demo: $(STAMP)
-	$(BIN)/vlpipe --root $(ROOT) synth --out $(ROOT)/raw/demo-coco --images $(DEMO_IMAGES) --seed 0 --size 96 --overwrite
-	$(BIN)/vlpipe --root $(ROOT) ingest karpathy $(ROOT)/raw/demo-coco/dataset_coco.json --images $(ROOT)/raw/demo-coco --out demo-coco --overwrite
-	$(BIN)/vlpipe --root $(ROOT) tokenizer train --data demo-coco --vocab 2000 --out demo-wordpiece --overwrite
-	$(BIN)/vlpipe --root $(ROOT) artifacts ls
-	$(BIN)/vlpipe --root $(ROOT) artifacts show demo-coco
+	$(VLPIPE) synth --out $(ROOT)/raw/demo --images $(DEMO_IMAGES) --seed 0 --size 64 --overwrite
+	$(VLPIPE) ingest karpathy $(ROOT)/raw/demo/dataset_coco.json --images $(ROOT)/raw/demo --out demo --overwrite
+	$(VLPIPE) tokenizer train --data demo --vocab 1000 --out demo-wordpiece --overwrite
+	$(VLPIPE) pretrain --shards demo --tokenizer demo-wordpiece --config albef-tiny --steps $(DEMO_STEPS) --workers 1 --eval-images 500 --out demo-albef --overwrite
+	$(VLPIPE) embed --checkpoint demo-albef --data demo --modality image --split all --out demo-images --overwrite
+	$(VLPIPE) index build --embeddings demo-images --out demo-images --overwrite
+	$(VLPIPE) retrieve --index demo-images --query "dog on beach" --k 5
+	$(VLPIPE) retrieve --index demo-images --query "two red circles on snow" --k 5
+	$(VLPIPE) evaluate retrieval --checkpoint demo-albef --data demo --split test --k-test 32 --out demo-retrieval --overwrite
+	$(VLPIPE) artifacts ls
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_pretrain.py
+	$(BIN)/python benchmarks/bench_index.py --sizes 100000
+	$(BIN)/python benchmarks/bench_retrieve.py
 
 clean-demo:
-	rm -rf $(ROOT)/raw/demo-coco $(ROOT)/datasets/demo-coco $(ROOT)/tokenizers/demo-wordpiece
+	rm -rf $(ROOT)/raw/demo $(ROOT)/datasets/demo $(ROOT)/tokenizers/demo-wordpiece $(ROOT)/checkpoints/demo-albef \
+		$(ROOT)/embeddings/demo-images $(ROOT)/indexes/demo-images $(ROOT)/results/demo-retrieval

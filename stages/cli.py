@@ -9,8 +9,13 @@ import typer
 from vlpipe import __version__
 
 from . import artifacts as artifacts_stage
+from . import embed as embed_stage
+from . import evaluate as evaluate_stage
+from . import index as index_stage
 from . import ingest as ingest_stage
 from . import pretrain as pretrain_stage
+from . import rerank as rerank_stage
+from . import retrieve as retrieve_stage
 from . import synth as synth_stage
 from . import tokenizer as tokenizer_stage
 
@@ -51,6 +56,11 @@ app.add_typer(synth_stage.app, name="synth")
 app.add_typer(ingest_stage.app, name="ingest")
 app.add_typer(tokenizer_stage.app, name="tokenizer")
 app.add_typer(pretrain_stage.app, name="pretrain")
+app.add_typer(embed_stage.app, name="embed")
+app.add_typer(index_stage.app, name="index")
+app.add_typer(retrieve_stage.app, name="retrieve")
+app.add_typer(rerank_stage.app, name="rerank")
+app.add_typer(evaluate_stage.app, name="evaluate")
 app.add_typer(artifacts_stage.app, name="artifacts")
 
 

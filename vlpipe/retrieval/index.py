@@ -8,6 +8,7 @@ is cosine similarity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -170,3 +171,88 @@ def load_index(folder):
 
     folder = Path(folder)
     return faiss.read_index(str(folder / INDEX_FILE)), pq.read_table(folder / IDS_FILE)
+
+
+# -- recall against exact search without holding every vector (added for `vlpipe index build`) ----
+PQ_MIN_TRAIN = 256  # 8-bit PQ codes: k-means with 256 centroids per sub-quantiser
+
+
+def sample_rows(rows: int, n: int, seed: int = 0, salt: str = "") -> np.ndarray:
+    """``min(n, rows)`` distinct row numbers drawn with a seeded generator, sorted."""
+    rng = np.random.default_rng([seed, sum(map(ord, salt))])
+    n = max(0, min(n, rows))
+    return np.sort(rng.choice(rows, size=n, replace=False)) if n else np.zeros(0, dtype=np.int64)
+
+
+def exact_search_streaming(
+    queries: np.ndarray, batches: Iterable[np.ndarray], k: int, block: int = 8192,
+    extra_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Exact inner-product top-k of ``queries`` over vectors arriving in ``batches`` (row order).
+
+    Returns (scores [q, k] descending, row ids [q, k], and when ``extra_ids`` [q, m] is given the
+    exact score of each of those rows for its query, NaN where an id is -1). Memory is
+    O(q * block) whatever the number of vectors.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    nq = len(q)
+    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_i = np.full((nq, k), -1, dtype=np.int64)
+    extra = None if extra_ids is None else np.full(extra_ids.shape, np.nan, dtype=np.float32)
+    offset = 0
+    for batch in batches:
+        for lo in range(0, len(batch), block):
+            b = np.ascontiguousarray(batch[lo:lo + block], dtype=np.float32)
+            s = q @ b.T
+            base = offset + lo
+            kk = min(k, s.shape[1])
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if s.shape[1] > kk else np.broadcast_to(
+                np.arange(s.shape[1]), (nq, s.shape[1]))
+            cand_s = np.concatenate([best_s, np.take_along_axis(s, part, axis=1)], axis=1)
+            cand_i = np.concatenate([best_i, part + base], axis=1)
+            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            best_s = np.take_along_axis(cand_s, keep, axis=1)
+            best_i = np.take_along_axis(cand_i, keep, axis=1)
+            if extra is not None:
+                r, c = np.nonzero((extra_ids >= base) & (extra_ids < base + len(b)))
+                extra[r, c] = s[r, extra_ids[r, c] - base]
+        offset += len(batch)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1), extra
+
+
+def evaluate_index(index, queries: np.ndarray, batches: Callable[[], Iterable[np.ndarray]], k: int = 10,
+                   tol: float = 1e-5) -> dict[str, float]:
+    """Recall@k of ``index`` against exact search, and its queries/s, in one streaming pass.
+
+    The index is searched first (timed, all queries in one call: throughput). Then one pass over
+    ``batches()`` (the indexed vectors, in index row order) computes the exact top-k and the exact
+    score of every row the index returned. A returned row counts as a hit when its exact score is
+    at least the exact k-th best score (minus ``tol``), so ties between equal vectors (repeated
+    captions) do not count as misses. ``recall_ids`` is the plain id-overlap version.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, index.ntotal)
+    t0 = time.perf_counter()
+    _, got = index.search(queries, k)
+    seconds = max(1e-9, time.perf_counter() - t0)
+    scores, truth, got_scores = exact_search_streaming(queries, batches(), k, extra_ids=got)
+    kth = scores[:, -1:]
+    hits = (got >= 0) & (got_scores >= kth - tol)
+    overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(truth, got))
+    n = max(1, len(queries) * k)
+    return {"recall": float(hits.sum() / n), "recall_ids": overlap / n, "k": k, "queries": len(queries),
+            "qps": len(queries) / seconds, "search_seconds": seconds}
+
+
+def without_polysemous(layout: Layout) -> Layout:
+    """``layout`` with faiss's polysemous PQ training turned off (factory suffix ``np``).
+
+    ``index_factory`` turns polysemous training on for ``PQ`` codes unless the name ends in ``np``;
+    it re-orders the codebooks for Hamming-distance pre-filtering (``polysemous_ht``), which
+    vlpipe never uses, and it dominates training time (minutes per thousand training vectors
+    on a small CPU). Search results and recall do not depend on it.
+    """
+    if "PQ" not in layout.factory or layout.factory.endswith("np"):
+        return layout
+    return dataclasses.replace(layout, factory=layout.factory + "np")
