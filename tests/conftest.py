@@ -50,6 +50,18 @@ def make_dataset(root: Path, name: str = "tiny", n_images: int = 6, captions_per
         return b.publish({"rows": w.rows_written})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster when other processes share the
+    two cores (torch's spinning worker threads then contend)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     return make_dataset(tmp_path / "artifacts")

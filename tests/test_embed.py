@@ -19,16 +19,9 @@ from .conftest import run_cli
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
-def emb(tiny_checkpoint, one_thread):
+def emb(tiny_checkpoint):
     """Embeddings ``emb-test`` of ``ck`` on split test of ``w`` (both modalities)."""
     root = tiny_checkpoint.parent.parent
     run_cli(root, "embed", "--checkpoint", "ck", "--data", "w", "--out", "emb-test", "--modality", "both",

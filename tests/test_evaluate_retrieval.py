@@ -20,14 +20,6 @@ from vlpipe.train.pretrain import load_checkpoint
 METRICS = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "r_mean")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread while this module runs (2 busy cores: threads would only contend)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _metrics(root, name):
     return json.loads((root / "results" / name / "metrics.json").read_text())

@@ -22,13 +22,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def world(tiny_checkpoint):
     """Embeddings ``ix-emb`` of every split of ``w`` (40 images, 200 captions), decoded by 2 workers."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tiny_checkpoint.parent.parent
     run_cli(root, "embed", "--checkpoint", "ck", "--data", "w", "--out", "ix-emb", "--split", "all",
             "--batch-size", "8", "--workers", "2", "--shard-rows", "16")
-    yield root
-    torch.set_num_threads(n)
+    return root
 
 
 @pytest.fixture(scope="module")

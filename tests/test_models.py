@@ -22,14 +22,6 @@ from vlpipe.models import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread is faster, and far faster when other processes load the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(*overrides: str) -> ModelConfig:
     return load_config("albef-tiny", ["model.queue_size=64", *overrides]).model

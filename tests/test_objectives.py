@@ -23,14 +23,6 @@ from vlpipe.objectives import (
 from vlpipe.objectives.momentum import copy_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread is faster, and far faster when other processes load the cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _unit(n, d, g):
     return F.normalize(torch.randn(n, d, generator=g), dim=-1)

@@ -26,14 +26,6 @@ CAPTIONS = ["a dog", "two red circles above a car on snow", "a puppy on the sand
             "three dogs on the grass", "a cat"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread while this module runs (2 busy cores: threads would only contend)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def banks(tiny_checkpoint):

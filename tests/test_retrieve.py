@@ -27,14 +27,6 @@ from vlpipe.stages.cli import app
 from vlpipe.train.pretrain import load_checkpoint
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One torch thread while this module runs (2 busy cores: threads would only contend)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def build_test_index(root: Path, checkpoint: str, dataset: str, name: str, modality: str = "image",
                      split: str | None = None, drop_paths: bool = False) -> Path:
