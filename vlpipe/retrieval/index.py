@@ -78,7 +78,7 @@ def choose_layout(rows: int, dim: int, memory_budget: int, kind: str = "auto") -
     m = _pq_m(dim, rows, memory_budget)
     train = min(rows, max(256 * 39, nlist * 64))
     return Layout(
-        f"IVF{nlist},PQ{m}x8",
+        f"IVF{nlist},PQ{m}x8np",  # np: no polysemous training (slow, unused)
         f"{rows:,} vectors: IVF{nlist} with {m}-byte PQ codes ({rows * (m + 8) / 2**20:.0f} MB)",
         nprobe=max(1, min(nlist, nlist // 16 or 1, 64)),
         train_rows=train,
