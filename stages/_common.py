@@ -40,6 +40,17 @@ def root_of(ctx: typer.Context) -> Path:
     return default_root()
 
 
+def human_size(n: int | float | None) -> str:
+    """1234567 -> '1.2 MB' (binary units); None -> '-'."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
 def command_line() -> str:
     return "vlpipe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 

@@ -10,17 +10,9 @@ from rich.table import Table
 from vlpipe.artifact_query import summarize
 from vlpipe.artifacts import list_artifacts, resolve
 
-from ._common import console, root_of, user_errors
+from ._common import console, human_size, root_of, user_errors
 
 app = typer.Typer(help="List and inspect artifacts (datasets, tokenizers, checkpoints, ...).", no_args_is_help=True)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 @app.command("ls")
@@ -50,7 +42,7 @@ def ls(
     for a in arts:
         m = a.manifest
         table.add_row(
-            m.kind, m.name, "" if m.rows is None else f"{m.rows:,}", _size(m.size_bytes),
+            m.kind, m.name, "" if m.rows is None else f"{m.rows:,}", human_size(m.size_bytes),
             m.created.replace("T", " ").replace("+00:00", "Z"), m.content_id[:12],
             ", ".join(f"{i['kind']}:{i['name']}" for i in m.inputs) or "-",
         )
@@ -77,7 +69,7 @@ def show(
         ("created", m.created), ("vlpipe", m.vlpipe_version), ("command", m.command),
         ("params", json.dumps(m.params)), ("stats", json.dumps(m.stats)),
         ("inputs", ", ".join(f"{i['kind']}:{i['name']} ({i['content_id'][:12]})" for i in m.inputs) or "-"),
-        ("files", f"{len(m.files)} files, {_size(m.size_bytes)}"),
+        ("files", f"{len(m.files)} files, {human_size(m.size_bytes)}"),
     ):
         head.add_row(label, value)
     console.print(head)

@@ -10,13 +10,13 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from vlpipe.artifacts import ArtifactBuilder, artifact_path, read_manifest, resolve
+from vlpipe.artifacts import ArtifactBuilder, artifact_path, resolve
 from vlpipe.errors import ArtifactError, VlpipeError
 from vlpipe.progress import Progress
 from vlpipe.retrieval import embed as emb
 from vlpipe.retrieval import index as idx
 
-from ._common import RichProgress, command_line, console, root_of, user_errors
+from ._common import RichProgress, command_line, console, human_size, root_of, user_errors
 
 app = typer.Typer(help="Build and inspect FAISS indexes over embeddings.", no_args_is_help=True)
 
@@ -157,21 +157,11 @@ def info(
     _show(art)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def _show(art) -> None:
     m = art.manifest
     s = m.stats
     files = {f.path: f.bytes for f in m.files}
-    lineage = s.get("lineage") or _lineage_from_inputs(m)
+    lineage = s.get("lineage") or {}  # written by every `index build`
     t = Table(title=f"index {art.name}")
     t.add_column("field")
     t.add_column("value", justify="right")
@@ -190,8 +180,8 @@ def _show(art) -> None:
     if s.get("ef_search"):
         row("efSearch", s["ef_search"])
     row("train rows", s.get("train_rows"))
-    row("index on disk", _size(files.get(idx.INDEX_FILE)))
-    row("ids on disk", _size(files.get(idx.IDS_FILE)))
+    row("index on disk", human_size(files.get(idx.INDEX_FILE)))
+    row("ids on disk", human_size(files.get(idx.IDS_FILE)))
     row("recall@10 vs exact", f"{s['recall_at_10']:.4f} ({s['eval_queries']} stored-vector queries)"
         if "recall_at_10" in s else "not measured")
     row("queries/s", f"{s['qps']:,.0f}" if "qps" in s else None)
@@ -200,16 +190,3 @@ def _show(art) -> None:
     row("created", m.created)
     console.print(t)
     console.print(f"-> {art.path}")
-
-
-def _lineage_from_inputs(m) -> dict[str, str | None]:
-    out: dict[str, str | None] = {"embeddings": None, "checkpoint": None, "dataset": None}
-    for i in m.inputs:
-        if i["kind"] == "embeddings":
-            out["embeddings"] = i["name"]
-            try:
-                for j in read_manifest(i["path"]).inputs:
-                    out[j["kind"]] = j["name"]
-            except ArtifactError:
-                pass
-    return out

@@ -25,16 +25,16 @@ class NullProgress:
     """Reports nothing."""
 
     def start(self, task: str, total: int | None = None, unit: str = "items") -> None:
-        pass
+        """Ignored."""
 
     def advance(self, task: str, n: int = 1, **fields: Any) -> None:
-        pass
+        """Ignored."""
 
     def finish(self, task: str) -> None:
-        pass
+        """Ignored."""
 
     def note(self, message: str) -> None:
-        pass
+        """Ignored."""
 
 
 @dataclass

@@ -124,8 +124,9 @@ def build_index(
 def set_search_params(index, layout: Layout) -> None:
     import faiss
 
-    if layout.nprobe:
-        faiss.extract_index_ivf(index).nprobe = layout.nprobe
+    ivf = faiss.try_extract_index_ivf(index) if layout.nprobe else None
+    if ivf is not None:
+        ivf.nprobe = layout.nprobe
     if layout.ef_search and hasattr(index, "hnsw"):
         index.hnsw.efSearch = layout.ef_search
 

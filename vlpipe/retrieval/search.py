@@ -325,9 +325,7 @@ class Retriever:
             reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "text", batch_size)
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
-        hits = self._assemble(scores, rows, reranked, rerank, k, mode)
-        timing["total_ms"] = sum(v for key, v in timing.items() if key in ("encode_ms", "search_ms", "rerank_ms"))
-        return Batch(queries, hits, timing)
+        return self._batch(queries, scores, rows, reranked, rerank, k, mode, timing)
 
     @torch.no_grad()
     def search_images(self, images: Sequence[str | Path], k: int = 10, rerank: int = DEFAULT_RERANK_K,
@@ -355,9 +353,12 @@ class Retriever:
             reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "image", batch_size)
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
+        return self._batch([str(p) for p in images], scores, rows, reranked, rerank, k, mode, timing)
+
+    def _batch(self, queries, scores, rows, reranked, rerank, k, mode, timing) -> Batch:
         hits = self._assemble(scores, rows, reranked, rerank, k, mode)
         timing["total_ms"] = sum(v for key, v in timing.items() if key in ("encode_ms", "search_ms", "rerank_ms"))
-        return Batch([str(p) for p in images], hits, timing)
+        return Batch(queries, hits, timing)
 
     def search_many(self, queries: Sequence[str], k: int = 10, rerank: int = DEFAULT_RERANK_K,
                     mode: str = DEFAULT_RERANK_SCORE, batch_size: int = 128, queries_per_call: int = 32,
@@ -415,10 +416,7 @@ def _apply_search_params(index, art: Artifact) -> None:
     st = art.manifest.stats or {}
     nprobe, ef = int(st.get("nprobe") or 0), int(st.get("ef_search") or 0)
     if nprobe or ef:
-        try:
-            set_search_params(index, Layout(factory="", reason="", nprobe=nprobe, ef_search=ef))
-        except RuntimeError:  # not an IVF index after all: keep what the file holds
-            pass
+        set_search_params(index, Layout(factory="", reason="", nprobe=nprobe, ef_search=ef))
 
 
 def _bank(cand: np.ndarray) -> tuple[list[int], torch.Tensor]:
