@@ -63,11 +63,11 @@ def test_resumable_crash_keeps_staging_and_resume_continues(tmp_path):
     # Without --resume the leftover is reported, not silently discarded.
     with pytest.raises(ArtifactError, match="--resume"):
         with ArtifactBuilder(final, "dataset", params={"a": 1}, resumable=True):
-            pass
+            pytest.fail("entering the builder should have raised")
     # Different parameters cannot resume.
     with pytest.raises(ArtifactError, match="other parameters"):
         with ArtifactBuilder(final, "dataset", params={"a": 2}, resumable=True, resume=True):
-            pass
+            pytest.fail("entering the builder should have raised")
     with ArtifactBuilder(final, "dataset", params={"a": 1}, resumable=True, resume=True) as b:
         assert b.resumed and b.load_state() == {"shards": 1}
         (b.dir / "x.txt").write_text("x")
