@@ -11,6 +11,8 @@ from vlpipe import __version__
 from . import artifacts as artifacts_stage
 from . import embed as embed_stage
 from . import evaluate as evaluate_stage
+from . import export as export_stage
+from . import import_albef as import_stage
 from . import index as index_stage
 from . import ingest as ingest_stage
 from . import pretrain as pretrain_stage
@@ -61,6 +63,8 @@ app.add_typer(index_stage.app, name="index")
 app.add_typer(retrieve_stage.app, name="retrieve")
 app.add_typer(rerank_stage.app, name="rerank")
 app.add_typer(evaluate_stage.app, name="evaluate")
+app.add_typer(import_stage.app, name="import")
+app.add_typer(export_stage.app, name="export")
 app.add_typer(artifacts_stage.app, name="artifacts")
 
 
