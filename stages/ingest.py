@@ -1,8 +1,10 @@
-"""`vlpipe ingest FORMAT INPUTS... --out NAME`: real caption datasets -> a dataset artifact.
+"""`vlpipe ingest FORMAT INPUTS... --out NAME`: real caption / downstream-task data -> a dataset artifact.
 
 Every format subcommand shares the same options (declared once in ``COMMON``); a subcommand only
 adds its own flags and returns them as reader options. :func:`_run` does the rest: read, ingest
-into a resumable ArtifactBuilder with rich progress, publish, print the summary.
+into a resumable ArtifactBuilder with rich progress, publish, print the summary. Task formats
+(``vqa``, ``ve``, ``nlvr2``, ``refcoco``) write a task table instead of caption rows and record
+the task in the manifest (``params.task``, ``stats.task``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from rich.table import Table
 
 from vlpipe.artifacts import ArtifactBuilder, artifact_path
 from vlpipe.data.ingest import REJECTS_FILE, IngestStats, ingest, resolve_store_images
-from vlpipe.data.readers import READERS
+from vlpipe.data.readers import READERS, TASK_READERS
+from vlpipe.data.task_ingest import ingest_task
 from vlpipe.errors import InputError
 
 from ._common import RichProgress, command_line, console, root_of, user_errors
 
 app = typer.Typer(
     help="Read a caption dataset (COCO, Karpathy/ALBEF, CSV, JSON Lines, image folder, "
-    "WebDataset tars, CC3M TSV) into Parquet shards; bad rows go to rejects.parquet.",
+    "WebDataset tars, CC3M TSV) or downstream-task data (VQA v2, SNLI-VE, NLVR2, RefCOCO+) "
+    "into Parquet shards; bad rows go to rejects.parquet.",
     no_args_is_help=True,
 )
 
@@ -112,11 +116,13 @@ def ingest_command(fmt: str, inputs: str, *, images: bool = True) -> Callable:
 def _run(ctx: typer.Context, fmt: str, opts: dict[str, Any], reader_options: dict[str, Any]) -> None:
     root = root_of(ctx)
     inputs = list(opts["inputs"] or [])
+    task, reader = TASK_READERS.get(fmt, (None, READERS.get(fmt)))
     with user_errors(resume_hint=RESUME_HINT):
         shard_bytes = parse_size(opts["shard_size"])
-        records = READERS[fmt](inputs, opts.get("images"), opts["split"], **reader_options)
+        records = reader(inputs, opts.get("images"), opts["split"], **reader_options)
         store = resolve_store_images(opts["store_images"].value, records.total)
         params = {
+            **({"task": task} if task else {}),
             "format": fmt,
             "inputs": [os.path.abspath(p) for p in inputs],
             "images": os.path.abspath(opts["images"]) if opts.get("images") else None,
@@ -133,8 +139,9 @@ def _run(ctx: typer.Context, fmt: str, opts: dict[str, Any], reader_options: dic
         ) as builder:
             if builder.resumed:
                 console.print(f"resuming {builder.dir} from its last completed shard")
+            run = ingest if task is None else (lambda *a, **kw: ingest_task(*a, task, **kw))
             with RichProgress() as progress:
-                stats = ingest(
+                stats = run(
                     records, builder, shard_rows=opts["shard_rows"], shard_bytes=shard_bytes,
                     store_images=store, verify_images=opts["verify_images"], total=records.total,
                     progress=progress, workers=opts["workers"],
@@ -150,6 +157,8 @@ def _summary(name: str, stats: IngestStats, path: Path | None) -> None:
     table = Table(title=f"dataset {name}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
+    if getattr(stats, "task", None):
+        table.add_row("task table", stats.task)
     table.add_row("kept rows", f"{stats.rows:,}")
     table.add_row("images", f"{stats.images:,}")
     table.add_row("shards", f"{stats.shards:,}")
@@ -220,3 +229,33 @@ def cc3m(
 ) -> dict[str, Any]:
     """Conceptual Captions TSV with local image paths; URL rows are rejected (download with img2dataset)."""
     return {"header": header, "image_first": image_first}
+
+
+# -- downstream tasks (task tables, see vlpipe.data.task_tables) ------------------------------------
+@ingest_command("vqa", "VQA v2 questions + annotations files, ALBEF vqa_*.json / vg_qa.json lists; "
+                "optionally dataset_coco.json for Karpathy splits.")
+def vqa(
+    vg_images: Annotated[Optional[Path], typer.Option(
+        "--vg-images", help="Folder Visual Genome image paths are relative to (default: --images).",
+        show_default=False)] = None,
+) -> dict[str, Any]:
+    """Visual question answering: one row per question with its answers and ALBEF answer weights."""
+    return {"vg_images": os.path.abspath(vg_images) if vg_images else None}
+
+
+@ingest_command("ve", "SNLI-VE snli_ve_*.jsonl and/or ALBEF ve_*.json lists.")
+def ve() -> dict[str, Any]:
+    """Visual entailment: one row per (image, hypothesis) with entailment / neutral / contradiction."""
+    return {}
+
+
+@ingest_command("nlvr2", "NLVR2 train.json / dev.json / test1.json (JSON Lines) and/or ALBEF nlvr_*.json lists.")
+def nlvr2() -> dict[str, Any]:
+    """Visual reasoning over image pairs: one row per (left, right, sentence) with a True/False label."""
+    return {}
+
+
+@ingest_command("refcoco", "refs(unc).p (or JSON) + instances.json [+ dets.json] and/or ALBEF refcoco+_*.json lists.")
+def refcoco() -> dict[str, Any]:
+    """Referring expressions (grounding): one row per expression with its box and the image's proposals."""
+    return {}

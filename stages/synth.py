@@ -88,7 +88,8 @@ def synth(
 
     Writes COCO 2014 image folders and caption annotations, the Karpathy split file
     dataset_coco.json, ALBEF's coco_train/val/test.json and scenes.json (objects, boxes,
-    relations) into a raw artifact with a manifest.
+    relations) into a raw artifact with a manifest. --tasks vqa,snli_ve,nlvr2,refcoco adds VQA v2,
+    SNLI-VE, NLVR2 and RefCOCO+ files in their upstream formats (docs/synthetic-world.md).
     """
     if ctx.invoked_subcommand is not None:  # pragma: no cover - no subcommands
         return

@@ -4,44 +4,27 @@ A writer is ``writer(scenes, rng, out_dir) -> [relative file names]``: ``scenes`
 in image-id order with their ground truth (objects, boxes, relations, captions) and their image
 files already written under ``out_dir``; ``rng`` is a random stream seeded from (seed, task name)
 for anything the task must sample (questions, distractors, pairs...). Adding a task is adding one
-function to :data:`TASKS`.
+function to :data:`TASKS`. The downstream tasks live in their own modules: :mod:`.task_vqa`,
+:mod:`.task_snli_ve`, :mod:`.task_nlvr2`, :mod:`.task_refcoco`.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .files import COCO_INFO, DATE_CAPTURED, tokenize, write_json
 from .scene import Scene
+from .task_nlvr2 import write_nlvr2_task
+from .task_refcoco import write_refcoco_task
+from .task_snli_ve import write_snli_ve_task
+from .task_vqa import write_vqa_task
 
 TaskWriter = Callable[[list[Scene], random.Random, Path], list[str]]
 
-#: Constant COCO ``info`` / dates, so equal seeds give byte-identical files.
-COCO_INFO = {
-    "description": "vlpipe synthetic pictogram world (COCO captions layout)",
-    "url": "",
-    "version": "1.0",
-    "year": 2014,
-    "contributor": "vlpipe",
-    "date_created": "2014-01-01 00:00:00",
-}
-DATE_CAPTURED = "2014-01-01 00:00:00"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON deterministically (key order as built, UTF-8, trailing newline)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # json.dumps uses the C encoder; json.dump to a file would stream through the slow Python one.
-    path.write_text(json.dumps(obj, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def tokenize(caption: str) -> list[str]:
-    """Karpathy-style tokens: lowercased words, punctuation dropped."""
-    return re.findall(r"[a-z0-9]+", caption.lower())
+__all__ = ["COCO_INFO", "DATE_CAPTURED", "TASKS", "TaskWriter", "tokenize", "write_json"]
 
 
 def write_captions_task(scenes: list[Scene], rng: random.Random, out_dir: Path) -> list[str]:
@@ -110,4 +93,8 @@ def write_captions_task(scenes: list[Scene], rng: random.Random, out_dir: Path) 
 #: Task name -> writer. The generator runs the writers named by ``--tasks``, in this order.
 TASKS: dict[str, TaskWriter] = {
     "captions": write_captions_task,
+    "vqa": write_vqa_task,
+    "snli_ve": write_snli_ve_task,
+    "nlvr2": write_nlvr2_task,
+    "refcoco": write_refcoco_task,
 }
