@@ -13,6 +13,7 @@ from . import embed as embed_stage
 from . import evaluate as evaluate_stage
 from . import explain as explain_stage
 from . import export as export_stage
+from . import finetune as finetune_stage
 from . import import_albef as import_stage
 from . import index as index_stage
 from . import ingest as ingest_stage
@@ -25,6 +26,7 @@ from . import tokenizer as tokenizer_stage
 app = typer.Typer(
     name="vlpipe",
     help="Staged tools to train and serve ALBEF-style vision-language models.\n\n"
+    "ingest -> pretrain -> embed -> index build -> retrieve (+ ITM rerank) -> finetune -> evaluate",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -62,6 +64,7 @@ app.add_typer(embed_stage.app, name="embed")
 app.add_typer(index_stage.app, name="index")
 app.add_typer(retrieve_stage.app, name="retrieve")
 app.add_typer(rerank_stage.app, name="rerank")
+app.add_typer(finetune_stage.app, name="finetune")
 app.add_typer(evaluate_stage.app, name="evaluate")
 app.add_typer(explain_stage.app, name="explain")
 app.add_typer(import_stage.app, name="import")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from vlpipe.retrieval.rerank import DEFAULT_RERANK_SCORE, RERANK_SCORES, check_m
 
 from ._common import RichProgress, command_line, console, root_of, user_errors
 
-app = typer.Typer(help="Evaluate a checkpoint on a downstream task (retrieval, ...).", no_args_is_help=True)
+app = typer.Typer(help="Evaluate a checkpoint on a downstream task (retrieval, ve).", no_args_is_help=True)
 
 METRICS_JSON = "metrics.json"
 METRICS_PARQUET = "metrics.parquet"
@@ -43,28 +43,46 @@ class EvalInputs:
     cfg: Any
     tokenizer: Any
     device: str
+    meta: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
+    tokenizer_dir: Path | None = None
 
 
-def load_eval_inputs(root: Path, checkpoint: str, data: str, device: str = "auto") -> EvalInputs:
-    """Resolve the checkpoint and dataset artifacts and load the model in eval mode on ``device``."""
+def load_eval_inputs(root: Path, checkpoint: str, data: str, device: str = "auto", task: str = "retrieval") -> EvalInputs:
+    """Resolve the checkpoint and dataset artifacts, check both fit ``task``, and load the model in
+    eval mode on ``device``. Retrieval takes any ALBEF checkpoint (pre-trained, imported, or
+    fine-tuned for an ALBEF-shaped task) and a caption dataset; another task takes a checkpoint
+    fine-tuned for it and its task table."""
+    from vlpipe.data.task_tables import check_task
+    from vlpipe.data.tokenizer import load_tokenizer
+    from vlpipe.finetune.tasks import get_task, load_task_checkpoint, require_task
     from vlpipe.train.distributed import pick_device
-    from vlpipe.train.pretrain import load_checkpoint
 
+    spec = get_task(task)
     ck = resolve(checkpoint, "checkpoint", root)
-    ds = resolve(data, "dataset", root)
+    if spec.model_class == "albef":
+        require_task(ck.path, ("albef",), f"`evaluate {task}` needs an ALBEF checkpoint (pre-trained, imported "
+                                          "or fine-tuned for retrieval)")
+    else:
+        require_task(ck.path, (task,), f"`evaluate {task}` needs a checkpoint fine-tuned for it "
+                                       f"(`vlpipe finetune {task}`)")
+    ds = check_task(resolve(data, "dataset", root), spec.data_task)
     shards = list_shards(ds.path)
     if not shards:
         raise InputError(ds.path, "dataset has no part-*.parquet shards", "rebuild it with `vlpipe ingest`")
     dev = pick_device(device)
-    model, cfg, tokenizer = load_checkpoint(ck.path, dev)
-    return EvalInputs(ck, ds, shards, model, cfg, tokenizer, dev)
+    loaded = load_task_checkpoint(ck.path, dev)
+    if loaded.tokenizer_dir is None:
+        raise InputError(ck.path, "checkpoint has no tokenizer/ folder", "re-import it with --tokenizer")
+    return EvalInputs(ck, ds, shards, loaded.model, loaded.cfg, load_tokenizer(loaded.tokenizer_dir), dev,
+                      loaded.meta, loaded.tokenizer_dir)
 
 
 def write_results(root: Path, name: str, metrics: dict[str, Any], rows: list[dict[str, Any]],
                   inputs: list[Artifact], params: dict[str, Any], overwrite: bool = False,
-                  stats: dict[str, Any] | None = None) -> Artifact:
+                  stats: dict[str, Any] | None = None, tables: dict[str, Any] | None = None) -> Artifact:
     """Publish a results artifact: ``metrics.json`` (everything) and ``metrics.parquet`` (the rows:
-    task, split, scoring, metric, value, headline)."""
+    task, split, scoring, metric, value, headline), plus ``tables`` (file name -> pyarrow Table,
+    e.g. per-example predictions)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -76,7 +94,16 @@ def write_results(root: Path, name: str, metrics: dict[str, Any], rows: list[dic
             ("metric", pa.string()), ("value", pa.float64()), ("headline", pa.bool_()),
         ]))
         pq.write_table(table, b.dir / METRICS_PARQUET)
+        for file_name, extra in (tables or {}).items():
+            pq.write_table(extra, b.dir / file_name, compression="zstd")
         return b.publish(stats or {})
+
+
+def _refuse_existing(root: Path, name: str, overwrite: bool) -> None:
+    """Fail on an existing results artifact before spending the compute."""
+    if (artifact_path(root, "results", name) / "manifest.json").exists() and not overwrite:
+        raise InputError(artifact_path(root, "results", name), "results artifact already exists",
+                         "pass --overwrite or choose another --out")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,16 +153,14 @@ def retrieval(
         inp = load_eval_inputs(root, checkpoint, data, device)
         es = load_eval_set(inp.shards, split, max_images)
         name = out or f"{inp.checkpoint.name}-retrieval-{split}"
-        # fail on an existing artifact before spending the compute
-        if (artifact_path(root, "results", name) / "manifest.json").exists() and not overwrite:
-            raise InputError(artifact_path(root, "results", name), "results artifact already exists",
-                             "pass --overwrite or choose another --out")
+        _refuse_existing(root, name, overwrite)
         with RichProgress(transient=True) as progress:
             ev = evaluate_retrieval(inp.model, inp.tokenizer, es, inp.cfg.model.vision.image_size,
                                     inp.cfg.model.text.max_len, k_test, batch_size, inp.device, workers, progress)
         seconds = dict(ev.seconds, load=round(time.perf_counter() - t0 - ev.seconds["total"], 3))
         metrics = {
-            "task": "retrieval", "checkpoint": inp.checkpoint.name, "dataset": inp.dataset.name, "split": split,
+            "task": "retrieval", "checkpoint": inp.checkpoint.name, "checkpoint_task": inp.meta.get("task"),
+            "image_size": inp.cfg.model.vision.image_size, "dataset": inp.dataset.name, "split": split,
             "images": ev.images, "texts": ev.texts, "k_test": k_test, "k_test_i2t": ev.k_i2t, "k_test_t2i": ev.k_t2i,
             "itm_pairs": ev.itm_pairs, "rerank_score": rerank_score,
             "itm_score": "log-odds of a match from the ITM head (ranks as p_itm)",
@@ -177,4 +202,97 @@ def _print_retrieval(metrics: dict, ev, art: Artifact) -> None:
     s = metrics["seconds"]
     console.print(f"time: load {s['load']:.1f}s, encode + ITC {s['encode_itc']:.1f}s, ITM rerank "
                   f"{s['itm_rerank']:.1f}s ({ev.itm_pairs} pairs); headline = {head}", highlight=False)
+    console.print(f"-> {art.path}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tasks evaluated through their TaskSpec (ve, ...)
+# --------------------------------------------------------------------------------------------------
+
+
+def run_task_eval(root: Path, task: str, checkpoint: str, data: str, split: str, batch_size: int, device: str,
+                  max_items: int | None, workers: int, out: str | None, overwrite: bool) -> tuple[Artifact, dict]:
+    """Evaluate a fine-tuned checkpoint with its task's ``evaluate`` and publish the results
+    artifact (metrics.json, metrics.parquet, and predictions.parquet when the task has them)."""
+    from vlpipe.finetune.spec import EvalRequest
+    from vlpipe.finetune.tasks import get_task
+
+    if batch_size < 1:
+        raise InputError("--batch-size", f"{batch_size} must be at least 1")
+    if max_items is not None and max_items < 1:
+        raise InputError("--max-examples", f"{max_items} must be at least 1")
+    spec = get_task(task)
+    t0 = time.perf_counter()
+    inp = load_eval_inputs(root, checkpoint, data, device, task=task)
+    name = out or f"{inp.checkpoint.name}-{task}-{split}"
+    _refuse_existing(root, name, overwrite)
+    req = EvalRequest(model=inp.model, cfg=inp.cfg, tokenizer_dir=inp.tokenizer_dir, files=inp.shards, split=split,
+                      batch_size=batch_size, workers=workers, device=inp.device, max_items=max_items)
+    with RichProgress(transient=True) as progress:
+        ev = spec.evaluate(req, progress)
+    metrics = {"task": task, "checkpoint": inp.checkpoint.name, "dataset": inp.dataset.name,
+               "image_size": inp.cfg.model.vision.image_size, "lineage": inp.meta.get("lineage", {}),
+               **{k: v for k, v in ev.metrics.items() if k != "task"},
+               "seconds_total": round(time.perf_counter() - t0, 3)}
+    rows = [{"task": task, "split": split, **r} for r in ev.rows]
+    params = {"checkpoint": inp.checkpoint.name, "data": inp.dataset.name, "split": split, "batch_size": batch_size,
+              "max_items": max_items, "device": inp.device}
+    tables = {"predictions.parquet": ev.predictions} if ev.predictions is not None else None
+    stats = {**{k: v for k, v in ev.metrics.get("headline", {}).items()}, "examples": ev.metrics.get("examples")}
+    art = write_results(root, name, metrics, rows, [inp.checkpoint, inp.dataset], params, overwrite, stats, tables)
+    return art, metrics
+
+
+@app.command("ve")
+def ve(
+    ctx: typer.Context,
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint fine-tuned with `vlpipe finetune ve` (name or path)."),
+    data: str = typer.Option(..., "--data", help="SNLI-VE task table (`vlpipe ingest ve`), name or path."),
+    split: str = typer.Option("test", "--split", help="Dataset split to evaluate (val or test)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_examples: int = typer.Option(None, "--max-examples", help="Only the first N examples of the split."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers decoding images."),
+    out: str = typer.Option(None, "--out", help="Results artifact name (default <checkpoint>-ve-<split>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),
+) -> None:
+    """Visual entailment: accuracy, per-class counts and confusion matrix, vs the majority-class baseline.
+
+    Writes metrics.json, metrics.parquet and predictions.parquet (one row per example: true and
+    predicted label, class probabilities). The baseline always answers the most frequent label of
+    the dataset's train split.
+    """
+    root = root_of(ctx)
+    with user_errors():
+        art, metrics = run_task_eval(root, "ve", checkpoint, data, split, batch_size, device, max_examples, workers,
+                                     out, overwrite)
+    _print_classification(metrics, art)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _print_classification(m: dict, art: Artifact) -> None:
+    labels = m["labels"]
+    t = Table(title=f"{m['task']}: {m['checkpoint']} on {m['dataset']}/{m['split']} ({m['examples']} examples, "
+                    f"{m['image_size']} px): accuracy and recall per class, %")
+    t.add_column("", no_wrap=True)
+    t.add_column("accuracy %", justify="right")
+    for name in labels:
+        t.add_column(name, justify="right")
+    t.add_row("model", _pct(m["accuracy"]), *(_pct(m["per_class"][n]["recall"]) for n in labels), style="bold")
+    b = m.get("baseline") or {}
+    if b.get("accuracy") is not None:
+        t.add_row(f"baseline: always {b['class']!r}", _pct(b["accuracy"]),
+                  *("100.00" if n == b["class"] else "0.00" for n in labels), style="dim")
+    console.print(t)
+    c = Table(title="confusion (rows: true label, columns: predicted)")
+    c.add_column("true \\ predicted", no_wrap=True)
+    for name in labels:
+        c.add_column(name, justify="right")
+    c.add_column("total", justify="right")
+    for name, row in zip(labels, m["confusion"]["matrix"]):
+        c.add_row(name, *map(str, row), str(sum(row)))
+    console.print(c)
     console.print(f"-> {art.path}", highlight=False)

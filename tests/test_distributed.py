@@ -35,3 +35,25 @@ def test_torchrun_two_ranks_agree(synthetic_world):
     assert [x["step"] for x in rows] == [1, 2, 3]
     # global batch = 4 per rank x 2 ranks
     assert all(x["loss"] == x["loss"] for x in rows)
+
+
+@pytest.mark.slow
+def test_torchrun_finetune_retrieval_two_ranks_agree(tiny_checkpoint):
+    """`vlpipe finetune retrieval` under torchrun: gathered ITC/ITM, DDP, one artifact, ranks in sync."""
+    root = tiny_checkpoint.parents[1]
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.fail("torchrun not found next to the Python interpreter")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vlpipe.stages.cli", "--root", str(root),
+           "finetune", "retrieval", "--checkpoint", "ck", "--data", "w", "--out", "ddp-rt", "--batch-size", "4",
+           "--workers", "0", "--steps", "3", "--checkpoint-every", "2", "--image-size", "48", "--eval-split", "",
+           "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    folder = root / "checkpoints" / "ddp-rt"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["stats"]["world_size"] == 2 and manifest["stats"]["ranks_in_sync"] is True
+    assert json.loads((folder / "config.json").read_text())["image_size"] == 48
+    rows = pq.read_table(folder / "metrics.parquet").to_pylist()
+    assert [x["step"] for x in rows] == [1, 2, 3] and all(x["loss_itm"] == x["loss_itm"] for x in rows)

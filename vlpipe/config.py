@@ -40,6 +40,7 @@ class VisionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0  # stochastic depth rate (timm drop_path_rate)
+    stem: str = "patch"  # "patch" (one patchify conv: ViT, DeiT, ALBEF) | "conv" (3x3 stride-2 conv stem)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class TrainConfig:
     batch_size: int = 64  # PER DEVICE (global batch = batch_size x devices x grad_accum)
     grad_accum: int = 1
     clip_grad: float = 0.0  # max grad norm; 0 = no clipping
+    crop_min_scale: float = 0.5  # random-resized-crop keeps this much of the image area at least (1 = no crop)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     seed: int = 42
 

@@ -9,15 +9,22 @@ shards larger than memory stream fine). The sequence is cut into global batches;
 workers' batches round-robin, the stream is the same for any number of workers, and resuming at
 local batch ``start`` reproduces the rest of the epoch exactly. Per-sample augmentation draws from
 an RNG keyed by the sample's position, not from the worker.
+
+:class:`ShardBatches` is that stream for any table; what a batch holds is the job of its collate:
+:class:`ImageTextCollate` for one image and one text per row (captions, VE hypotheses, ...) plus
+task targets. :class:`CaptionBatches` is the caption-dataset stream pre-training reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vlpipe.data.transforms import ImageTransform, decode, flip_caption
 from vlpipe.errors import InputError
 
-READ_COLUMNS = ["image_id", "caption", "image", "image_path"]
+READ_COLUMNS = ["image_id", "caption", "image", "image_path"]  # what caption batches read
 
 
 def image_key(image_id: str) -> int:
@@ -121,8 +128,156 @@ def steps_per_epoch(total_samples: int, batch_size: int, world: int) -> int:
     return (total_samples // batch_size) // world
 
 
-class CaptionBatches(IterableDataset):
-    """Yields ready batches (images, token ids, masks, image keys) for one epoch of one rank."""
+def sample_rng(seed: int, epoch: int, position: int) -> random.Random:
+    """The augmentation RNG of the sample at global ``position`` of ``epoch``: the same whatever
+    worker or rank builds the batch, which is what makes ``--resume`` exact."""
+    return random.Random(f"aug/{seed}/{epoch}/{position}")
+
+
+class Collate(Protocol):
+    """Turns a batch's rows (column name -> values) into tensors. ``rngs[i]`` is row i's
+    augmentation RNG (:func:`sample_rng`). Must be picklable: it runs in DataLoader workers."""
+
+    columns: list[str]
+
+    def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict: ...
+
+
+@dataclass
+class ImageTextCollate:
+    """One image + one text per row: ``images`` (decoded, augmented when ``train``), ``input_ids``,
+    ``attention_mask``, ``image_ids`` (:func:`image_key`), plus what ``targets(rows)`` returns
+    (e.g. class labels) and the raw values of ``keep`` columns (lists, for predictions).
+
+    A horizontal flip swaps "left"/"right" in the text, so a mirrored image keeps a true text.
+    """
+
+    tokenizer_dir: str
+    image_size: int
+    max_len: int = 40
+    text_column: str = "caption"
+    train: bool = True
+    crop_min_scale: float = 0.5
+    targets: Callable[[dict[str, list]], dict[str, torch.Tensor]] | None = None
+    target_columns: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))
+        self._tokenizer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokenizer": None}  # each worker loads its own tokenizer
+
+    @property
+    def columns(self) -> list[str]:
+        cols = ["image_id", self.text_column, "image", "image_path", *self.target_columns, *self.keep]
+        return list(dict.fromkeys(cols))
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from vlpipe.data.tokenizer import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer_dir)
+        return self._tokenizer
+
+    def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict:
+        images, texts = [], []
+        for data, path, text, rng in zip(rows["image"], rows["image_path"], rows[self.text_column], rngs):
+            tensor, flipped = self.transform(decode(data, path), rng)
+            images.append(tensor)
+            texts.append(flip_caption(text) if flipped else text)
+        enc = self.tokenizer()(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")
+        batch = {
+            "images": torch.stack(images),
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "image_ids": torch.tensor([image_key(i) for i in rows["image_id"]], dtype=torch.long),
+        }
+        if self.targets is not None:
+            batch.update(self.targets(rows))
+        for c in self.keep:
+            batch[c] = list(rows[c])
+        return batch
+
+
+class ShardBatches(IterableDataset):
+    """Yields ready batches for one epoch of one rank, built by ``collate`` from rows of the blocks.
+
+    ``drop_last`` (training): only whole global batches, the same count on every rank. Without it
+    (evaluation, one rank) the last batch may be short. ``limit``: only the first ``limit`` samples
+    of the epoch's order.
+    """
+
+    def __init__(
+        self,
+        blocks: list[Block],
+        collate: Collate,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+        shuffle_blocks: int = 4,
+        drop_last: bool = True,
+        limit: int | None = None,
+    ):
+        self.plan = EpochPlan.make(blocks, seed, epoch, shuffle, shuffle_blocks)
+        self.total = self.plan.total if limit is None else min(limit, self.plan.total)
+        if drop_last:
+            self.steps = steps_per_epoch(self.total, batch_size, world)
+        else:
+            self.steps = math.ceil(math.ceil(self.total / batch_size) / world)
+        if self.steps == 0 and (drop_last or self.total == 0):
+            raise InputError(
+                "--batch-size",
+                f"{self.total} samples cannot fill one batch of {batch_size} on each of {world} rank(s)",
+                "lower --batch-size or add data",
+            )
+        self.collate = collate
+        self.batch_size = batch_size
+        self.start_batch = start_batch
+        self.rank, self.world = rank, world
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_batch)
+
+    def my_batches(self) -> range:
+        info = get_worker_info()
+        wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        return range(self.start_batch + wid, self.steps, n)
+
+    def __iter__(self):
+        columns = self.collate.columns
+        cache: dict[int, dict[str, list]] = {}
+        for local in self.my_batches():
+            g = local * self.world + self.rank
+            lo, hi = g * self.batch_size, min((g + 1) * self.batch_size, self.total)
+            if lo >= hi:
+                continue
+            first, last = self.plan.window_of(lo), self.plan.window_of(hi - 1)
+            for w in [w for w in cache if w < first]:
+                del cache[w]
+            rows: dict[str, list] = {c: [] for c in columns}
+            for w in range(first, last + 1):
+                if w not in cache:
+                    cache[w] = self.plan.read_window(w, columns)
+                off = self.plan.window_offsets[w]
+                a, b = max(lo, off) - off, min(hi, self.plan.window_offsets[w + 1]) - off
+                for c in columns:
+                    rows[c].extend(cache[w][c][a:b])
+            rngs = [sample_rng(self.seed, self.epoch, lo + i) for i in range(hi - lo)]
+            batch = self.collate(rows, rngs)
+            batch["batch_index"] = local
+            yield batch
+
+
+class CaptionBatches(ShardBatches):
+    """Caption-dataset batches (images, token ids, masks, image keys) for one epoch of one rank."""
 
     def __init__(
         self,
@@ -140,77 +295,14 @@ class CaptionBatches(IterableDataset):
         shuffle: bool = True,
         augment: bool = True,
         shuffle_blocks: int = 4,
+        crop_min_scale: float = 0.5,
     ):
-        self.plan = EpochPlan.make(blocks, seed, epoch, shuffle, shuffle_blocks)
-        self.steps = steps_per_epoch(self.plan.total, batch_size, world)
-        if self.steps == 0:
-            raise InputError(
-                "--batch-size",
-                f"{self.plan.total} samples cannot fill one batch of {batch_size} on each of {world} rank(s)",
-                "lower --batch-size or add data",
-            )
-        self.tokenizer_dir = tokenizer_dir
-        self.batch_size = batch_size
-        self.max_len = max_len
-        self.start_batch = start_batch
-        self.rank, self.world = rank, world
-        self.seed, self.epoch = seed, epoch
-        self.transform = ImageTransform(image_size, train=augment)
-        self._tokenizer = None
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start_batch)
-
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from vlpipe.data.tokenizer import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.tokenizer_dir)
-        return self._tokenizer
-
-    def my_batches(self) -> range:
-        info = get_worker_info()
-        wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        return range(self.start_batch + wid, self.steps, n)
-
-    def __iter__(self):
-        cache: dict[int, dict[str, list]] = {}
-        for local in self.my_batches():
-            g = local * self.world + self.rank
-            lo, hi = g * self.batch_size, (g + 1) * self.batch_size
-            first, last = self.plan.window_of(lo), self.plan.window_of(hi - 1)
-            for w in [w for w in cache if w < first]:
-                del cache[w]
-            rows: dict[str, list] = {c: [] for c in READ_COLUMNS}
-            for w in range(first, last + 1):
-                if w not in cache:
-                    cache[w] = self.plan.read_window(w, READ_COLUMNS)
-                off = self.plan.window_offsets[w]
-                a, b = max(lo, off) - off, min(hi, self.plan.window_offsets[w + 1]) - off
-                for c in READ_COLUMNS:
-                    rows[c].extend(cache[w][c][a:b])
-            yield self.collate(rows, local, lo)
-
-    def collate(self, rows: dict[str, list], local: int, first_position: int) -> dict:
-        images, captions = [], []
-        for i, (data, path, caption) in enumerate(zip(rows["image"], rows["image_path"], rows["caption"])):
-            rng = random.Random(f"aug/{self.seed}/{self.epoch}/{first_position + i}")
-            tensor, flipped = self.transform(decode(data, path), rng)
-            images.append(tensor)
-            captions.append(flip_caption(caption) if flipped else caption)
-        enc = self.tokenizer()(
-            captions, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt"
-        )
-        return {
-            "images": torch.stack(images),
-            "input_ids": enc["input_ids"],
-            "attention_mask": enc["attention_mask"],
-            "image_ids": torch.tensor([image_key(i) for i in rows["image_id"]], dtype=torch.long),
-            "batch_index": local,
-        }
+        collate = ImageTextCollate(str(tokenizer_dir), image_size, max_len, "caption", augment, crop_min_scale)
+        super().__init__(blocks, collate, batch_size=batch_size, seed=seed, epoch=epoch, start_batch=start_batch,
+                         rank=rank, world=world, shuffle=shuffle, shuffle_blocks=shuffle_blocks)
 
 
-def batch_loader(dataset: CaptionBatches, workers: int) -> torch.utils.data.DataLoader:
+def batch_loader(dataset: ShardBatches, workers: int) -> torch.utils.data.DataLoader:
     """A DataLoader over ready batches; ``workers`` processes decode and augment."""
     workers = max(0, min(workers, len(dataset)))
     return torch.utils.data.DataLoader(

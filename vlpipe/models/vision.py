@@ -13,7 +13,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from vlpipe.config import VisionConfig
 from vlpipe.errors import VlpipeError
@@ -28,6 +30,31 @@ class LoadReport(NamedTuple):
     reshaped: list[str]
 
 
+class ConvStemEmbed(PatchEmbed):
+    """Patch embedding by a small convolutional stem instead of one patchify convolution.
+
+    ``log2(patch_size)`` 3x3 stride-2 convolutions (BatchNorm + ReLU, channels doubling up to the
+    width) then a 1x1 projection, as in Xiao et al. 2021 ("Early Convolutions Help Transformers See
+    Better"): the same token grid as a ``patch_size`` patchify stem, for a few percent more compute,
+    and a ViT trained from scratch optimises much faster. Used by ``albef-tiny``; pretrained ViT
+    weights (DeiT, ALBEF) need the plain ``patch`` stem.
+    """
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, **kw):
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, **kw)
+        steps = int(math.log2(patch_size))
+        if 2**steps != patch_size:
+            raise VlpipeError(f"the conv stem needs a power-of-two patch size, not {patch_size}")
+        layers: list[nn.Module] = []
+        channels = in_chans
+        for i in range(steps):
+            out = max(16, embed_dim // 2 ** (steps - 1 - i))
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            channels = out
+        layers.append(nn.Conv2d(channels, embed_dim, 1))
+        self.proj = nn.Sequential(*layers)
+
+
 class VisionEncoder(VisionTransformer):
     """A timm ``VisionTransformer`` whose ``forward(images [B, 3, H, W])`` returns every token
     [B, 1 + N, width] after the final LayerNorm (``forward_features``); no classifier head.
@@ -37,6 +64,8 @@ class VisionEncoder(VisionTransformer):
     """
 
     def __init__(self, cfg: VisionConfig):
+        if cfg.stem not in _STEMS:
+            raise VlpipeError(f"model.vision.stem {cfg.stem!r} is not one of {', '.join(_STEMS)}")
         super().__init__(
             img_size=cfg.image_size,
             patch_size=cfg.patch_size,
@@ -49,6 +78,7 @@ class VisionEncoder(VisionTransformer):
             num_classes=0,
             global_pool="token",
             drop_path_rate=cfg.drop_path,
+            embed_layer=_STEMS[cfg.stem],
         )
         self.width = cfg.width
 
@@ -58,6 +88,9 @@ class VisionEncoder(VisionTransformer):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.forward_features(images)
+
+
+_STEMS = {"patch": PatchEmbed, "conv": ConvStemEmbed}
 
 
 def build_vision(cfg: VisionConfig) -> VisionEncoder:

@@ -183,7 +183,7 @@ def run_pretrain(job: PretrainJob, builder: ArtifactBuilder, env: distributed.Di
         ds = CaptionBatches(
             blocks, str(tok_dir), batch_size=tr.batch_size, image_size=cfg.model.vision.image_size,
             max_len=cfg.model.text.max_len, seed=tr.seed, epoch=epoch, start_batch=start,
-            rank=env.rank, world=env.world,
+            rank=env.rank, world=env.world, crop_min_scale=tr.crop_min_scale,
         )
         return batch_loader(ds, job.workers)
 
@@ -280,6 +280,11 @@ def load_checkpoint(folder: Path | str, device: str = "cpu") -> tuple[ALBEF, Con
 
     folder = Path(folder)
     meta = json.loads((folder / CONFIG).read_text())
+    if meta.get("model_class", "albef") != "albef":  # a fine-tuned task model (e.g. VE), not an ALBEF
+        task = meta.get("task")
+        raise VlpipeError(f"{folder}: is a fine-tuned {task!r} model ({meta.get('image_size')} px), not an ALBEF "
+                          f"checkpoint: evaluate it with `vlpipe evaluate {task}`, or pass a pre-trained, "
+                          "imported or retrieval fine-tuned checkpoint")
     cfg = from_dict(meta["config"])
     model = ALBEF(cfg.model)
     load_weights(model, folder)
