@@ -23,7 +23,8 @@ from vlpipe.retrieval.rerank import DEFAULT_RERANK_SCORE, RERANK_SCORES, check_m
 
 from ._common import RichProgress, command_line, console, root_of, user_errors
 
-app = typer.Typer(help="Evaluate a checkpoint on a downstream task (retrieval, ve).", no_args_is_help=True)
+app = typer.Typer(help="Evaluate a checkpoint on a downstream task (retrieval, ve, vqa, nlvr2, grounding).",
+                  no_args_is_help=True)
 
 METRICS_JSON = "metrics.json"
 METRICS_PARQUET = "metrics.parquet"
@@ -45,6 +46,8 @@ class EvalInputs:
     device: str
     meta: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
     tokenizer_dir: Path | None = None
+    task_config: Any = None  # the checkpoint's task settings (e.g. VQAConfig)
+    assets: dict[str, Any] = field(default_factory=dict)  # the checkpoint's task files (e.g. answers.json)
 
 
 def load_eval_inputs(root: Path, checkpoint: str, data: str, device: str = "auto", task: str = "retrieval") -> EvalInputs:
@@ -61,7 +64,7 @@ def load_eval_inputs(root: Path, checkpoint: str, data: str, device: str = "auto
     ck = resolve(checkpoint, "checkpoint", root)
     if spec.model_class == "albef":
         require_task(ck.path, ("albef",), f"`evaluate {task}` needs an ALBEF checkpoint (pre-trained, imported "
-                                          "or fine-tuned for retrieval)")
+                                          "or fine-tuned for retrieval or grounding)")
     else:
         require_task(ck.path, (task,), f"`evaluate {task}` needs a checkpoint fine-tuned for it "
                                        f"(`vlpipe finetune {task}`)")
@@ -74,7 +77,7 @@ def load_eval_inputs(root: Path, checkpoint: str, data: str, device: str = "auto
     if loaded.tokenizer_dir is None:
         raise InputError(ck.path, "checkpoint has no tokenizer/ folder", "re-import it with --tokenizer")
     return EvalInputs(ck, ds, shards, loaded.model, loaded.cfg, load_tokenizer(loaded.tokenizer_dir), dev,
-                      loaded.meta, loaded.tokenizer_dir)
+                      loaded.meta, loaded.tokenizer_dir, loaded.task_config, loaded.assets)
 
 
 def write_results(root: Path, name: str, metrics: dict[str, Any], rows: list[dict[str, Any]],
@@ -211,9 +214,11 @@ def _print_retrieval(metrics: dict, ev, art: Artifact) -> None:
 
 
 def run_task_eval(root: Path, task: str, checkpoint: str, data: str, split: str, batch_size: int, device: str,
-                  max_items: int | None, workers: int, out: str | None, overwrite: bool) -> tuple[Artifact, dict]:
+                  max_items: int | None, workers: int, out: str | None, overwrite: bool,
+                  options: dict[str, Any] | None = None) -> tuple[Artifact, dict]:
     """Evaluate a fine-tuned checkpoint with its task's ``evaluate`` and publish the results
-    artifact (metrics.json, metrics.parquet, and predictions.parquet when the task has them)."""
+    artifact (metrics.json, metrics.parquet, and predictions.parquet when the task has them).
+    ``options``: the task's evaluation settings (vqa: k_test; grounding: layer)."""
     from vlpipe.finetune.spec import EvalRequest
     from vlpipe.finetune.tasks import get_task
 
@@ -226,8 +231,10 @@ def run_task_eval(root: Path, task: str, checkpoint: str, data: str, split: str,
     inp = load_eval_inputs(root, checkpoint, data, device, task=task)
     name = out or f"{inp.checkpoint.name}-{task}-{split}"
     _refuse_existing(root, name, overwrite)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
     req = EvalRequest(model=inp.model, cfg=inp.cfg, tokenizer_dir=inp.tokenizer_dir, files=inp.shards, split=split,
-                      batch_size=batch_size, workers=workers, device=inp.device, max_items=max_items)
+                      batch_size=batch_size, workers=workers, device=inp.device, max_items=max_items,
+                      options=options, task_config=inp.task_config, assets=inp.assets)
     with RichProgress(transient=True) as progress:
         ev = spec.evaluate(req, progress)
     metrics = {"task": task, "checkpoint": inp.checkpoint.name, "dataset": inp.dataset.name,
@@ -236,7 +243,7 @@ def run_task_eval(root: Path, task: str, checkpoint: str, data: str, split: str,
                "seconds_total": round(time.perf_counter() - t0, 3)}
     rows = [{"task": task, "split": split, **r} for r in ev.rows]
     params = {"checkpoint": inp.checkpoint.name, "data": inp.dataset.name, "split": split, "batch_size": batch_size,
-              "max_items": max_items, "device": inp.device}
+              "max_items": max_items, "device": inp.device, **options}
     tables = {"predictions.parquet": ev.predictions} if ev.predictions is not None else None
     stats = {**{k: v for k, v in ev.metrics.get("headline", {}).items()}, "examples": ev.metrics.get("examples")}
     art = write_results(root, name, metrics, rows, [inp.checkpoint, inp.dataset], params, overwrite, stats, tables)
@@ -295,4 +302,138 @@ def _print_classification(m: dict, art: Artifact) -> None:
     for name, row in zip(labels, m["confusion"]["matrix"]):
         c.add_row(name, *map(str, row), str(sum(row)))
     console.print(c)
+    console.print(f"-> {art.path}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# nlvr2, vqa, grounding
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command("nlvr2")
+def nlvr2(
+    ctx: typer.Context,
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint fine-tuned with `vlpipe finetune nlvr2` (name or path)."),
+    data: str = typer.Option(..., "--data", help="NLVR2 task table (`vlpipe ingest nlvr2`), name or path."),
+    split: str = typer.Option("test", "--split", help="Dataset split to evaluate (val or test)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples (image pairs) per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_examples: int = typer.Option(None, "--max-examples", help="Only the first N examples of the split."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers decoding images."),
+    out: str = typer.Option(None, "--out", help="Results artifact name (default <checkpoint>-nlvr2-<split>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),
+) -> None:
+    """NLVR2: accuracy, per-class counts and confusion matrix, vs the majority-label baseline.
+
+    Writes metrics.json, metrics.parquet and predictions.parquet (one row per example: true and
+    predicted label, P(true)). The baseline always answers the most frequent label of the
+    dataset's train split.
+    """
+    root = root_of(ctx)
+    with user_errors():
+        art, metrics = run_task_eval(root, "nlvr2", checkpoint, data, split, batch_size, device, max_examples,
+                                     workers, out, overwrite)
+    _print_classification(metrics, art)
+
+
+@app.command("vqa")
+def vqa(
+    ctx: typer.Context,
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Checkpoint fine-tuned with `vlpipe finetune vqa` (name or path)."),
+    data: str = typer.Option(..., "--data", help="VQA task table (`vlpipe ingest vqa`), name or path."),
+    split: str = typer.Option("test", "--split", help="Dataset split to evaluate (it needs human answers)."),
+    k_test: int = typer.Option(None, "--k-test", help="Candidates kept after the first-token step and ranked by full "
+                                                      "likelihood (default: the checkpoint's vqa.k_test, 128 as ALBEF; "
+                                                      "capped at the candidate count)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Questions per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_examples: int = typer.Option(None, "--max-examples", help="Only the first N questions of the split."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers decoding images."),
+    out: str = typer.Option(None, "--out", help="Results artifact name (default <checkpoint>-vqa-<split>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),
+) -> None:
+    """VQA: the official VQA accuracy overall and per answer type, vs the most-frequent-answer baseline.
+
+    Every question ranks the checkpoint's candidate answers (answers.json) and its best one is
+    scored against the human answers. Writes metrics.json, metrics.parquet and predictions.parquet
+    (one row per question: the human answers, the prediction, its log-likelihood, the top 5 and the
+    accuracy). Also reported: the ceiling the candidate list allows.
+    """
+    root = root_of(ctx)
+    with user_errors():
+        if k_test is not None and k_test < 1:
+            raise InputError("--k-test", f"{k_test} must be at least 1")
+        art, metrics = run_task_eval(root, "vqa", checkpoint, data, split, batch_size, device, max_examples,
+                                     workers, out, overwrite, {"k_test": k_test})
+    _print_vqa(metrics, art)
+
+
+def _print_vqa(m: dict, art: Artifact) -> None:
+    types = list(m["per_answer_type"])
+    t = Table(title=f"vqa: {m['checkpoint']} on {m['dataset']}/{m['split']} ({m['scored']} questions, "
+                    f"{m['candidates_ranked']} candidate answers, k_test {m['k_test']}, {m['image_size']} px): "
+                    "VQA accuracy, %")
+    t.add_column("", no_wrap=True)
+    t.add_column("overall", justify="right")
+    for name in types:
+        t.add_column(f"{name} ({m['per_answer_type'][name]['questions']})", justify="right")
+    t.add_row("model", _pct(m["accuracy"]), *(_pct(m["per_answer_type"][n]["accuracy"]) for n in types), style="bold")
+    b = m["baseline"]
+    if b["accuracy"] is not None:
+        t.add_row(f"baseline: always {b['answer']!r}", _pct(b["accuracy"]),
+                  *(_pct(b["per_answer_type"].get(n)) for n in types), style="dim")
+    t.add_row("ceiling of the candidate list", _pct(m["candidate_ceiling"]), *("" for _ in types), style="dim")
+    console.print(t)
+    if m.get("candidates_merged"):
+        console.print(f"{m['candidates_merged']} candidate answers tokenize like a more frequent one and were not "
+                      "ranked separately", highlight=False)
+    console.print(f"-> {art.path}", highlight=False)
+
+
+@app.command("grounding")
+def grounding(
+    ctx: typer.Context,
+    checkpoint: str = typer.Option(..., "--checkpoint", help="ALBEF checkpoint: fine-tuned with `vlpipe finetune grounding`, "
+                                                             "or any pre-trained / retrieval one (name or path)."),
+    data: str = typer.Option(..., "--data", help="Grounding task table (`vlpipe ingest refcoco`), name or path."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate; a prefix takes every split it starts "
+                                                      "(test: testA and testB, reported each)."),
+    layer: int = typer.Option(None, "--layer", help="Fusion layer for Grad-CAM (default fusion_layers // 3, ALBEF's depth)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Expressions per Grad-CAM pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    max_examples: int = typer.Option(None, "--max-examples", help="Only the first N expressions."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers decoding images."),
+    out: str = typer.Option(None, "--out", help="Results artifact name (default <checkpoint>-grounding-<split>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),
+) -> None:
+    """Weakly supervised grounding: Grad-CAM picks a proposal box per expression; hit at IoU >= 0.5.
+
+    Reports accuracy overall and per split, vs two baselines: a random proposal (exact expected
+    accuracy) and the largest proposal. Writes metrics.json, metrics.parquet and
+    predictions.parquet (one row per expression: the box, the picked proposal, IoU, hit).
+    """
+    root = root_of(ctx)
+    with user_errors():
+        art, metrics = run_task_eval(root, "grounding", checkpoint, data, split, batch_size, device, max_examples,
+                                     workers, out, overwrite, {"layer": layer})
+    _print_grounding(metrics, art)
+
+
+def _print_grounding(m: dict, art: Artifact) -> None:
+    splits = list(m["per_split"])
+    t = Table(title=f"grounding: {m['checkpoint']} on {m['dataset']}/{m['split']} ({m['scored']} expressions, "
+                    f"{m['mean_proposals']:.1f} proposals each, Grad-CAM layer {m['method']['layer']}, "
+                    f"{m['image_size']} px): accuracy at IoU >= {m['method']['iou_threshold']}, %")
+    t.add_column("", no_wrap=True)
+    t.add_column("overall", justify="right")
+    if len(splits) > 1:
+        for name in splits:
+            t.add_column(f"{name} ({m['per_split'][name]['scored']})", justify="right")
+    per = [m["per_split"][n] for n in splits] if len(splits) > 1 else []
+    t.add_row("model (Grad-CAM)", _pct(m["accuracy"]), *(_pct(v["accuracy"]) for v in per), style="bold")
+    t.add_row("baseline: random proposal", _pct(m["baseline"]["random"]["accuracy"]),
+              *(_pct(v["random"]) for v in per), style="dim")
+    t.add_row("baseline: largest proposal", _pct(m["baseline"]["largest"]["accuracy"]),
+              *(_pct(v["largest"]) for v in per), style="dim")
+    console.print(t)
     console.print(f"-> {art.path}", highlight=False)

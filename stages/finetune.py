@@ -7,7 +7,10 @@ TaskSpec appears here by itself).
 from __future__ import annotations
 
 import contextlib
+import inspect
+import typing
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 import typer.core
@@ -44,7 +47,7 @@ app = typer.Typer(
 def _finetune(ctx: typer.Context, task: str, *, checkpoint: str, data: str, out: str, steps, epochs, batch_size,
               lr, warmup, image_size, grad_accum, precision, seed, set_: list[str], tokenizer, split: list[str],
               eval_split: str, eval_max, checkpoint_every: int, workers: int, device: str, resume: bool,
-              overwrite: bool) -> None:
+              overwrite: bool, task_options: dict[str, Any] | None = None) -> None:
     root = root_of(ctx)
     env = distributed.init(device)
     art = None
@@ -59,14 +62,15 @@ def _finetune(ctx: typer.Context, task: str, *, checkpoint: str, data: str, out:
             warmup=warmup, image_size=image_size, grad_accum=grad_accum, precision=precision, seed=seed,
             overrides=list(set_), tokenizer=tokenizer, splits=tuple(split), workers=workers,
             checkpoint_every=checkpoint_every, device=env.device, eval_split=eval_split or None, eval_max=eval_max,
-            root=root,
+            root=root, task_options=dict(task_options or {}),
         )
         plan = prepare_finetune(job, env.world)  # bad input fails here, before any folder is made
         params = {"task": task, "checkpoint": ck.name, "checkpoint_id": ck.manifest.content_id, "data": ds.name,
                   "data_id": ds.manifest.content_id, "steps": steps, "epochs": epochs, "batch_size": batch_size,
                   "lr": lr, "warmup": warmup, "image_size": plan.cfg.model.vision.image_size,
                   "grad_accum": grad_accum, "precision": precision, "seed": seed, "set": list(set_),
-                  "tokenizer": tokenizer, "splits": list(split), "world_size": env.world}
+                  "tokenizer": tokenizer, "splits": list(split), "world_size": env.world,
+                  **{k: v for k, v in (task_options or {}).items() if v is not None}}
         builder = ArtifactBuilder(
             artifact_path(root, "checkpoint", out), "checkpoint", params=params, inputs=inputs,
             command=command_line(), overwrite=overwrite, resume=resume, resumable=True,
@@ -139,13 +143,37 @@ def _command(name: str, spec: TaskSpec):
                   eval_max=eval_max, checkpoint_every=checkpoint_every, workers=workers, device=device,
                   resume=resume, overwrite=overwrite)
 
-    command.__doc__ = (
+    doc = (
         f"{spec.summary}\n\n"
         f"Reads {data_kind}. Defaults ({r.source}): lr {r.lr_ratio:g} x the checkpoint's pre-training lr, "
         f"cosine to {r.min_lr_ratio:g} x lr, {r.epochs} epochs, batch {r.batch_size} per device, weight decay "
         f"{r.weight_decay:g}. Runs as one process or under torchrun; --resume continues a killed run exactly."
     )
-    return command
+    if spec.task_config is not None:
+        import dataclasses
+
+        fields = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(spec.task_config))
+        doc += f"\n\nTask settings (--set {name}.FIELD=VALUE, stored with the checkpoint): {fields}."
+    if not spec.options:
+        command.__doc__ = doc
+        return command
+    # the task's own flags (TaskSpec.options) after the shared ones
+    hints = typing.get_type_hints(command)
+    shared = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in inspect.signature(command).parameters.values()]
+    extra = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[o.type],
+                               default=typer.Option(o.default, o.flag, help=o.help, show_default=o.default is not None))
+             for o in spec.options]
+
+    def with_options(ctx: typer.Context, **kw: Any) -> None:
+        opts = {o.name: kw.pop(o.name) for o in spec.options}
+        _finetune(ctx, name, **kw, task_options=opts)
+
+    params = [shared[0], *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in shared[1:]), *extra]
+    with_options.__signature__ = inspect.Signature(params)
+    with_options.__annotations__ = {p.name: p.annotation for p in params}
+    with_options.__doc__ = doc
+    return with_options
 
 
 for _name, _spec in TASKS.items():

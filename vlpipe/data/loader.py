@@ -11,8 +11,10 @@ local batch ``start`` reproduces the rest of the epoch exactly. Per-sample augme
 an RNG keyed by the sample's position, not from the worker.
 
 :class:`ShardBatches` is that stream for any table; what a batch holds is the job of its collate:
-:class:`ImageTextCollate` for one image and one text per row (captions, VE hypotheses, ...) plus
-task targets. :class:`CaptionBatches` is the caption-dataset stream pre-training reads.
+:class:`ImageTextCollate` for one image and one text per row (captions, VE hypotheses, referring
+expressions, ...) plus task targets, :class:`ImagePairTextCollate` for two images and one text
+(NLVR2), :class:`QuestionAnswersCollate` for an image, a question and its weighted answers (VQA).
+:class:`CaptionBatches` is the caption-dataset stream pre-training reads.
 """
 
 from __future__ import annotations
@@ -143,8 +145,29 @@ class Collate(Protocol):
     def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict: ...
 
 
+class _Tokenizes:
+    """A collate's tokenizer, loaded lazily in each DataLoader worker (never pickled)."""
+
+    tokenizer_dir: str
+    _tokenizer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokenizer": None}  # each worker loads its own tokenizer
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from vlpipe.data.tokenizer import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer_dir)
+        return self._tokenizer
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer()(texts, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
 @dataclass
-class ImageTextCollate:
+class ImageTextCollate(_Tokenizes):
     """One image + one text per row: ``images`` (decoded, augmented when ``train``), ``input_ids``,
     ``attention_mask``, ``image_ids`` (:func:`image_key`), plus what ``targets(rows)`` returns
     (e.g. class labels) and the raw values of ``keep`` columns (lists, for predictions).
@@ -166,20 +189,10 @@ class ImageTextCollate:
         self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))
         self._tokenizer = None
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tokenizer": None}  # each worker loads its own tokenizer
-
     @property
     def columns(self) -> list[str]:
         cols = ["image_id", self.text_column, "image", "image_path", *self.target_columns, *self.keep]
         return list(dict.fromkeys(cols))
-
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from vlpipe.data.tokenizer import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.tokenizer_dir)
-        return self._tokenizer
 
     def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict:
         images, texts = [], []
@@ -196,6 +209,122 @@ class ImageTextCollate:
         }
         if self.targets is not None:
             batch.update(self.targets(rows))
+        for c in self.keep:
+            batch[c] = list(rows[c])
+        return batch
+
+
+@dataclass
+class ImagePairTextCollate(_Tokenizes):
+    """Two images + one text per row (NLVR2): ``images`` and ``images2`` (each decoded and, when
+    ``train``, randomly crop-resized with its own draw from the row's RNG), ``input_ids``,
+    ``attention_mask``, ``image_ids`` / ``image_ids2`` (:func:`image_key`), plus ``targets(rows)``
+    and the raw ``keep`` columns.
+
+    No horizontal flip: the sentences name the images by side ("the left image has ..."), which a
+    text swap would break, and a mirrored image would break statements about one image's left and
+    right. (ALBEF flips each image and leaves the text as is.)
+    """
+
+    tokenizer_dir: str
+    image_size: int
+    max_len: int = 40
+    text_column: str = "sentence"
+    train: bool = True
+    crop_min_scale: float = 0.5
+    targets: Callable[[dict[str, list]], dict[str, torch.Tensor]] | None = None
+    target_columns: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0), flip=False)
+        self._tokenizer = None
+
+    @property
+    def columns(self) -> list[str]:
+        cols = ["image_id", "image_id2", self.text_column, "image", "image_path", "image2", "image_path2",
+                *self.target_columns, *self.keep]
+        return list(dict.fromkeys(cols))
+
+    def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict:
+        first, second = [], []
+        for d1, p1, d2, p2, rng in zip(rows["image"], rows["image_path"], rows["image2"], rows["image_path2"], rngs):
+            first.append(self.transform(decode(d1, p1), rng)[0])
+            second.append(self.transform(decode(d2, p2), rng)[0])
+        batch = {
+            "images": torch.stack(first),
+            "images2": torch.stack(second),
+            **self.encode(list(rows[self.text_column])),
+            "image_ids": torch.tensor([image_key(i) for i in rows["image_id"]], dtype=torch.long),
+            "image_ids2": torch.tensor([image_key(i) for i in rows["image_id2"]], dtype=torch.long),
+        }
+        if self.targets is not None:
+            batch.update(self.targets(rows))
+        for c in self.keep:
+            batch[c] = list(rows[c])
+        return batch
+
+
+@dataclass
+class QuestionAnswersCollate(_Tokenizes):
+    """An image, a question and its answers per row (VQA; ALBEF's ``vqa_collate_fn``).
+
+    ``images``, ``input_ids`` / ``attention_mask`` (the questions), ``image_ids``; with
+    ``answers``: every row's distinct answers flattened in row order as ``answer_ids`` /
+    ``answer_mask`` [A, La] (``[CLS] answer [SEP]``, :func:`vlpipe.models.vqa.tokenize_answers`,
+    at most ``max_answer_len`` tokens), their ``answer_weights`` [A] and ``answers_per_question``
+    [B] (long): the question is repeated once per answer, as ALBEF trains. A horizontal flip swaps
+    left/right in the question and the answers alike. ``keep`` columns are passed through raw.
+    """
+
+    tokenizer_dir: str
+    image_size: int
+    max_len: int = 40
+    max_answer_len: int = 10
+    train: bool = True
+    crop_min_scale: float = 0.5
+    answers: bool = True  # False: questions only (evaluation ranks a fixed candidate list)
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))
+        self._tokenizer = None
+
+    @property
+    def columns(self) -> list[str]:
+        cols = ["image_id", "question", "image", "image_path",
+                *(("answers", "answer_weights") if self.answers else ()), *self.keep]
+        return list(dict.fromkeys(cols))
+
+    def __call__(self, rows: dict[str, list], rngs: list[random.Random]) -> dict:
+        images, questions, flips = [], [], []
+        for data, path, text, rng in zip(rows["image"], rows["image_path"], rows["question"], rngs):
+            tensor, flipped = self.transform(decode(data, path), rng)
+            images.append(tensor)
+            questions.append(flip_caption(text) if flipped else text)
+            flips.append(flipped)
+        batch = {
+            "images": torch.stack(images),
+            **self.encode(questions),
+            "image_ids": torch.tensor([image_key(i) for i in rows["image_id"]], dtype=torch.long),
+        }
+        if self.answers:
+            from vlpipe.models.vqa import tokenize_answers
+
+            flat: list[str] = []
+            weights: list[float] = []
+            counts: list[int] = []
+            for answers, w, flipped in zip(rows["answers"], rows["answer_weights"], flips):
+                answers, w = list(answers or []), list(w or [])
+                flat += [flip_caption(a) if flipped else a for a in answers]
+                weights += [float(x) for x in w]
+                counts.append(len(answers))
+            if flat:
+                ids, mask = tokenize_answers(self.tokenizer(), flat, self.max_answer_len)
+            else:
+                ids = mask = torch.zeros(0, 2, dtype=torch.long)
+            batch.update(answer_ids=ids, answer_mask=mask, answer_weights=torch.tensor(weights, dtype=torch.float32),
+                         answers_per_question=torch.tensor(counts, dtype=torch.long))
         for c in self.keep:
             batch[c] = list(rows[c])
         return batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -33,6 +34,7 @@ class FinetuneJob:
     eval_split: str | None = "val"  # checked at the end into eval.json; None = skip
     eval_max: int | None = 1000  # retrieval: images; classification: examples
     root: Path | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)  # the task's own flags (TaskSpec.options)
 
     def flag_overrides(self) -> list[str]:
         """The explicit settings as config assignments (before ``overrides``)."""

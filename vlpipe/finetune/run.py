@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,19 @@ from vlpipe.data.shards import list_shards
 from vlpipe.data.task_tables import check_task
 from vlpipe.errors import InputError, VlpipeError
 from vlpipe.finetune.job import FinetuneJob
-from vlpipe.finetune.spec import CollateSettings, EvalRequest, Evaluation, LossContext, TaskSpec, summarize_keys, transfer_weights
+from vlpipe.finetune.spec import (
+    CollateSettings,
+    EvalRequest,
+    Evaluation,
+    LossContext,
+    TaskInputs,
+    TaskPrep,
+    TaskSpec,
+    make_task_config,
+    summarize_keys,
+    task_assignments,
+    transfer_weights,
+)
 from vlpipe.finetune.tasks import build_for, checkpoint_meta, describe, get_task, is_albef
 from vlpipe.progress import NullProgress, Progress
 from vlpipe.train import distributed
@@ -89,9 +101,10 @@ def artifact_ref(folder: Path) -> dict[str, Any]:
     return {"name": m.name, "content_id": m.content_id}
 
 
-def checkpoint_config(cfg: Config, spec: TaskSpec, job: FinetuneJob, step: int, start: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(cfg: Config, spec: TaskSpec, job: FinetuneJob, step: int, start: dict[str, Any],
+                      task_cfg: Any = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
     ck, ds = artifact_ref(job.checkpoint), artifact_ref(job.data)
-    return {
+    out = {
         "format": "vlpipe-albef",
         "task": spec.name,
         "model_class": spec.model_class,
@@ -99,13 +112,22 @@ def checkpoint_config(cfg: Config, spec: TaskSpec, job: FinetuneJob, step: int, 
         "image_size": cfg.model.vision.image_size,
         "tokenizer": TOKENIZER_DIR,
         "config": to_dict(cfg),
-        "head": spec.checkpoint_info,
+        "head": {**spec.checkpoint_info, **(info or {})},
         "lineage": {"checkpoint": {**ck, "task": start["task"], "image_size": start.get("image_size"),
                                    "step": start.get("step")},
                     "dataset": ds},
         "inputs": {"checkpoint": ck.get("name", ck.get("path")), "dataset": ds.get("name", ds.get("path")),
                    "tokenizer": job.tokenizer},
     }
+    if task_cfg is not None:
+        out["task_config"] = task_cfg.to_dict()
+    return out
+
+
+def write_assets(folder: Path, assets: dict[str, Any]) -> None:
+    """A task's files (``TaskPrep.assets``) as JSON in a checkpoint folder."""
+    for name, value in assets.items():
+        (folder / name).write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -120,6 +142,8 @@ class FinetunePlan:
     blocks: list  # the training rows (vlpipe.data.loader.Block)
     tokenizer_dir: Path
     notes: list[str]
+    task_cfg: Any = None  # the task's settings (TaskSpec.task_config)
+    prep: TaskPrep = field(default_factory=TaskPrep)  # what the task's prepare found (assets, notes)
 
     @property
     def train_samples(self) -> int:
@@ -137,7 +161,10 @@ def prepare_finetune(job: FinetuneJob, world: int = 1) -> FinetunePlan:
     check_start(job.checkpoint, start, spec)
     files = dataset_files(job.data, spec)
     base = from_dict(start["config"])
-    cfg = finetune_config(base, spec, job.flag_overrides() + list(job.overrides))
+    config_sets, task_sets = task_assignments(spec, list(job.overrides))
+    cfg = finetune_config(base, spec, job.flag_overrides() + config_sets)
+    # continuing a checkpoint of the same task keeps its settings (then --set <task>.x=... on top)
+    task_cfg = make_task_config(spec, start.get("task_config") if start["task"] == spec.name else None, task_sets)
     tr = cfg.train
     if job.tokenizer:
         tok_dir = tokenizer_folder(job.tokenizer, job.root)
@@ -159,16 +186,21 @@ def prepare_finetune(job: FinetuneJob, world: int = 1) -> FinetunePlan:
     if steps_per_epoch(n_samples, tr.batch_size, world) == 0:
         raise InputError(job.data, f"{n_samples} rows in splits {list(job.splits)}: not one batch of "
                          f"{tr.batch_size} on each of {world} rank(s)", "lower --batch-size or check --split")
-    return FinetunePlan(spec, start, base, cfg, files, blocks, tok_dir, notes)
+    prep = TaskPrep()
+    if spec.prepare is not None:
+        prep = spec.prepare(TaskInputs(files, tuple(job.splits), dict(job.task_options), task_cfg, tok_dir, job.root))
+        notes += prep.notes
+    return FinetunePlan(spec, start, base, cfg, files, blocks, tok_dir, notes, task_cfg, prep)
 
 
-def init_from_checkpoint(spec: TaskSpec, cfg: Config, folder: Path, start: dict[str, Any], base: Config):
+def init_from_checkpoint(spec: TaskSpec, cfg: Config, folder: Path, start: dict[str, Any], base: Config,
+                         task_cfg: Any = None):
     """The task model for ``cfg`` with the starting checkpoint's weights -> (model, LoadReport)."""
     source = build_for(start, base)
     load_weights(source, folder)
     if spec.from_pretrained is not None and is_albef(start):
-        return spec.from_pretrained(source, cfg)
-    model = spec.build(cfg)
+        return spec.from_pretrained(source, cfg, task_cfg)
+    model = spec.build(cfg, task_cfg)
     return model, transfer_weights(source, model, spec.fresh)
 
 
@@ -178,6 +210,7 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
     progress = progress or NullProgress()
     plan = plan or prepare_finetune(job, env.world)
     spec, start, base, cfg, files, tok_dir = plan.spec, plan.start, plan.base, plan.cfg, plan.files, plan.tokenizer_dir
+    task_cfg, prep = plan.task_cfg, plan.prep
     blocks, n_samples = plan.blocks, plan.train_samples
     notes = list(plan.notes)
     tr = cfg.train
@@ -190,13 +223,13 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
     state = builder.load_state() if builder.resumed else {}
     resume = None
     if state.get("latest"):
-        model = spec.build(cfg)
+        model = spec.build(cfg, task_cfg)
         ckpt = builder.dir / state["latest"]
         load_weights(model, ckpt)
         resume = load_train_state(ckpt)
         notes.append(f"resuming from {state['latest']} (step {resume['loop']['step']})")
     else:
-        model, report = init_from_checkpoint(spec, cfg, job.checkpoint, start, base)
+        model, report = init_from_checkpoint(spec, cfg, job.checkpoint, start, base, task_cfg)
         notes.append(f"weights: {len(report.missing)} fresh ({summarize_keys(report.missing)}), "
                      f"{len(report.unexpected)} unused ({summarize_keys(report.unexpected)}), "
                      f"reshaped {', '.join(report.reshaped) or 'none'}")
@@ -215,7 +248,7 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
         return spec.loss(net, batch, step, ctx)
 
     train_collate = spec.collate(CollateSettings(str(tok_dir), cfg.model.vision.image_size, cfg.model.text.max_len,
-                                                 train=True, crop_min_scale=tr.crop_min_scale))
+                                                 train=True, crop_min_scale=tr.crop_min_scale, task_config=task_cfg))
 
     def batches(epoch: int, first: int):
         ds = ShardBatches(blocks, train_collate, batch_size=tr.batch_size, seed=tr.seed, epoch=epoch,
@@ -229,7 +262,8 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
         if env.is_main:
             def write(folder: Path) -> None:
                 save_weights(model, folder)
-                write_config(folder, checkpoint_config(cfg, spec, job, step, start))
+                write_config(folder, checkpoint_config(cfg, spec, job, step, start, task_cfg, prep.info))
+                write_assets(folder, prep.assets)
                 save_train_state(folder, train_state)
             running.save(step, write)
             write_metrics(metrics, builder.dir)
@@ -259,9 +293,9 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
             stats[f"{k}_last"] = round(last[k], 4)
         stats["samples_per_s"] = round(sum(r["samples_per_s"] for r in metrics[-20:]) / len(metrics[-20:]), 1)
     if env.is_main:
-        finalize(builder.dir, model, cfg, spec, job, total, metrics, tok_dir, start)
+        finalize(builder.dir, model, cfg, spec, job, total, metrics, tok_dir, start, plan)
         if job.eval_split:
-            ev = end_of_run_eval(model, cfg, spec, job, files, builder.dir / TOKENIZER_DIR, env, progress)
+            ev = end_of_run_eval(model, cfg, spec, job, files, builder.dir / TOKENIZER_DIR, env, progress, plan)
             if ev is not None:
                 (builder.dir / EVAL_JSON).write_text(json.dumps(ev.metrics, indent=2) + "\n", encoding="utf-8")
                 stats["eval"] = {"split": job.eval_split, **ev.metrics.get("headline", {})}
@@ -270,10 +304,12 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
 
 
 def finalize(folder: Path, model: torch.nn.Module, cfg: Config, spec: TaskSpec, job: FinetuneJob, step: int,
-             metrics: list[dict], tok_dir: Path, start: dict[str, Any]) -> None:
-    """Final weights, config, tokenizer copy, metrics and curves at the artifact's top level."""
+             metrics: list[dict], tok_dir: Path, start: dict[str, Any], plan: FinetunePlan | None = None) -> None:
+    """Final weights, config, task files, tokenizer copy, metrics and curves at the artifact's top level."""
+    task_cfg, prep = (plan.task_cfg, plan.prep) if plan is not None else (None, TaskPrep())
     save_weights(model, folder)
-    write_config(folder, checkpoint_config(cfg, spec, job, step, start))
+    write_config(folder, checkpoint_config(cfg, spec, job, step, start, task_cfg, prep.info))
+    write_assets(folder, prep.assets)
     if (folder / TOKENIZER_DIR).exists():
         shutil.rmtree(folder / TOKENIZER_DIR)
     shutil.copytree(tok_dir, folder / TOKENIZER_DIR, ignore=shutil.ignore_patterns("manifest.json"))
@@ -283,14 +319,15 @@ def finalize(folder: Path, model: torch.nn.Module, cfg: Config, spec: TaskSpec, 
 
 
 def end_of_run_eval(model, cfg: Config, spec: TaskSpec, job: FinetuneJob, files: list[Path], tok_dir: Path,
-                    env: distributed.DistEnv, progress: Progress) -> Evaluation | None:
+                    env: distributed.DistEnv, progress: Progress, plan: FinetunePlan | None = None) -> Evaluation | None:
     """The task's evaluation on ``job.eval_split`` (None when the dataset lacks that split)."""
     if not scan_blocks(files, [job.eval_split]):
         progress.note(f"no {job.eval_split!r} split in the dataset: end-of-run evaluation skipped")
         return None
     req = EvalRequest(model=model, cfg=cfg, tokenizer_dir=tok_dir, files=files, split=job.eval_split,
                       batch_size=64, workers=job.workers, device=env.device, max_items=job.eval_max,
-                      options=dict(spec.eval_options))
+                      options=dict(spec.eval_options), task_config=plan.task_cfg if plan else None,
+                      assets=dict(plan.prep.assets) if plan else {})
     ev = spec.evaluate(req, progress)
     model.train()
     return ev

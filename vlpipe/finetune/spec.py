@@ -2,16 +2,19 @@
 
 A task says five things: which dataset it reads (``data_task``: a task table of
 :mod:`vlpipe.data.task_tables`, or None for a caption dataset), how to build its model from a
-config (weights then come from the pre-trained ALBEF by name, :func:`transfer_weights`), how rows
-become batches (``collate``), what the loss is (``loss``, called by the shared
-:func:`vlpipe.train.loop.train_loop`), and how to evaluate a split (``evaluate`` -> metrics, metric
-rows and optional per-example predictions). :mod:`vlpipe.finetune.run` does the rest the same way
-for every task. See docs/finetune.md for adding one.
+config (weights then come from the pre-trained ALBEF by name, :func:`transfer_weights`, or through
+the task model's own key map, ``from_pretrained``), how rows become batches (``collate``), what the
+loss is (``loss``, called by the shared :func:`vlpipe.train.loop.train_loop`), and how to evaluate
+a split (``evaluate`` -> metrics, metric rows and optional per-example predictions). Optionally:
+task settings stored with the checkpoint (``task_config``, e.g. :class:`~vlpipe.models.vqa.VQAConfig`,
+set with ``--set <task>.<field>=value``), task-only flags (``options``), and files computed from
+the data before training and kept in the checkpoint (``prepare`` -> ``assets``, e.g. VQA's
+candidate answers). :mod:`vlpipe.finetune.run` does the rest the same way for every task. See
+docs/finetune.md for adding one.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,8 @@ from torch import nn
 from vlpipe.config import Config
 from vlpipe.data.loader import Collate
 from vlpipe.errors import VlpipeError
-from vlpipe.models.vision import LoadReport, interpolate_pos_embed
+from vlpipe.models.transfer import load_mapped
+from vlpipe.models.vision import LoadReport
 from vlpipe.progress import Progress
 
 
@@ -55,6 +59,7 @@ class CollateSettings:
     max_len: int
     train: bool  # augment (random resized crop + flip) or plain resize
     crop_min_scale: float = 0.5
+    task_config: Any = None  # the task's settings (TaskSpec.task_config), None for tasks without
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,9 @@ class EvalRequest:
     workers: int = 0
     device: str = "cpu"
     max_items: int | None = None  # retrieval: images; classification: examples
-    options: dict[str, Any] = field(default_factory=dict)  # task-specific (retrieval: k_test)
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific (retrieval, vqa: k_test)
+    task_config: Any = None  # the checkpoint's task settings (TaskSpec.task_config)
+    assets: dict[str, Any] = field(default_factory=dict)  # the checkpoint's task files (TaskSpec.assets)
 
 
 @dataclass
@@ -91,6 +98,41 @@ class Evaluation:
     predictions: pa.Table | None = None
 
 
+@dataclass(frozen=True)
+class TaskOption:
+    """A flag only this task's ``vlpipe finetune NAME`` takes (e.g. vqa's ``--answers FILE``); its
+    value reaches ``prepare`` as ``TaskInputs.options[name]``."""
+
+    name: str  # Python name of the value
+    flag: str  # e.g. "--answers"
+    help: str
+    type: type = str
+    default: Any = None
+
+
+@dataclass
+class TaskInputs:
+    """What a task's ``prepare`` reads (before any folder is written)."""
+
+    files: list[Path]  # the dataset's shards
+    splits: tuple[str, ...]  # the training splits
+    options: dict[str, Any]  # the task's own flags (TaskSpec.options), by name
+    task_config: Any
+    tokenizer_dir: Path | None = None
+    root: Path | None = None  # artifacts root (to resolve names)
+
+
+@dataclass
+class TaskPrep:
+    """What ``prepare`` found: ``assets`` (file name -> JSON value) are written into every
+    checkpoint folder and handed back to ``evaluate`` (``EvalRequest.assets``); ``notes`` are
+    printed; ``info`` joins ``head`` in config.json."""
+
+    assets: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 LossFn = Callable[[nn.Module, dict, int, LossContext], dict[str, torch.Tensor]]
 EvalFn = Callable[[EvalRequest, Progress], Evaluation]
 
@@ -101,21 +143,27 @@ class TaskSpec:
     summary: str  # one line, shown by `vlpipe finetune --help`
     data_task: str | None  # task table the dataset must hold (None: a caption dataset)
     model_class: str  # "albef": the checkpoint is an ALBEF (embed/retrieve/evaluate retrieval load it)
-    build: Callable[[Config], nn.Module]  # an untrained task model for a config
+    build: Callable[[Config, Any], nn.Module]  # (config, task config or None) -> an untrained task model
     recipe: TrainRecipe
     collate: Callable[[CollateSettings], Collate]
     loss: LossFn
     evaluate: EvalFn
     configure: Callable[[Config], Config] = lambda cfg: cfg  # e.g. switch objectives off
     fresh: tuple[str, ...] = ()  # parameter-name prefixes a pre-trained ALBEF has no value for (new heads)
-    # (pre-trained ALBEF, fine-tuning config) -> (task model, load report), for a task whose model
-    # renames or replicates pre-trained tensors (e.g. NLVR2Model.from_albef); None = ``build`` then
-    # :func:`transfer_weights` by name with ``fresh``.
-    from_pretrained: Callable[[nn.Module, Config], tuple[nn.Module, LoadReport]] | None = None
+    # (pre-trained ALBEF, fine-tuning config, task config) -> (task model, load report), for a task
+    # whose model renames or replicates pre-trained tensors (e.g. NLVR2Model.from_albef); None =
+    # ``build`` then :func:`transfer_weights` by name with ``fresh``.
+    from_pretrained: Callable[[nn.Module, Config, Any], tuple[nn.Module, LoadReport]] | None = None
     headline: str = ""  # the metric summaries show
     eval_options: dict[str, Any] = field(default_factory=dict)  # for the end-of-run check
     checkpoint_info: dict[str, Any] = field(default_factory=dict)  # stored in config.json (labels, ...)
     find_unused_parameters: bool = False  # DDP: does some trainable parameter get no gradient?
+    # Task settings: a dataclass with ``from_dict`` / ``to_dict`` (VQAConfig, NLVR2Config), stored in
+    # config.json as ``task_config``; ``--set <name>.<field>=value`` changes a field.
+    task_config: type | None = None
+    options: tuple[TaskOption, ...] = ()  # flags only `vlpipe finetune NAME` takes
+    prepare: Callable[[TaskInputs], TaskPrep] | None = None  # computed from the data before training
+    assets: tuple[str, ...] = ()  # file names prepare writes into the checkpoint (read back for evaluate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,47 +171,57 @@ class TaskSpec:
 # --------------------------------------------------------------------------------------------------
 
 
-def _grid(n_patches: int) -> int:
-    g = math.isqrt(n_patches)
-    if g * g != n_patches:
-        raise VlpipeError(f"position table of {n_patches} patches is not a square grid")
-    return g
-
-
 def transfer_weights(src: nn.Module, dst: nn.Module, fresh: tuple[str, ...] = ()) -> LoadReport:
-    """Copy every tensor of ``src`` into the same-named tensor of ``dst``.
+    """Copy every tensor of ``src`` into the same-named tensor of ``dst``
+    (:func:`vlpipe.models.transfer.load_mapped` with the identity key map).
 
     ``*pos_embed`` tables are interpolated to ``dst``'s patch grid (a fine-tuning resolution other
     than the pre-training one; listed in ``reshaped``). Any other shape mismatch, or a ``dst``
     tensor without a value that is not under a ``fresh`` prefix, is an error: no silent partial
     loads. Returns the fresh (``missing``) and unused (``unexpected``) keys.
     """
-    own, theirs = dst.state_dict(), src.state_dict()
-    to_load: dict[str, torch.Tensor] = {}
-    reshaped: list[str] = []
-    for key, target in own.items():
-        if key not in theirs:
-            continue
-        value = theirs[key]
-        if key.endswith("pos_embed") and value.shape != target.shape:
-            value = interpolate_pos_embed(value, _grid(target.shape[1] - 1), num_prefix=1)
-            reshaped.append(key)
-        if value.shape != target.shape:
-            raise VlpipeError(
-                f"pre-trained {key} has shape {tuple(value.shape)}, the task model wants {tuple(target.shape)}: "
-                "--set changed the architecture (only resolution may change when fine-tuning)"
-            )
-        to_load[key] = value
-    missing = [k for k in own if k not in to_load]
-    stray = [k for k in missing if not k.startswith(fresh)]
-    if stray:
-        raise VlpipeError(
-            f"the pre-trained checkpoint has no value for {len(stray)} task-model tensors "
-            f"({', '.join(stray[:4])}{' ...' if len(stray) > 4 else ''}): is it an ALBEF checkpoint?"
-        )
-    dst.load_state_dict(to_load, strict=False)
-    unused = sorted(k for k in theirs if k not in own)
-    return LoadReport(missing, unused, reshaped)
+    return load_mapped(dst, src.state_dict(), fresh=tuple(fresh),
+                       shape_hint="--set changed the architecture (only resolution may change when fine-tuning)")
+
+
+def task_assignments(spec: TaskSpec, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--set`` assignments into config ones and the task's own (``<task>.<field>=value``,
+    for a task with a ``task_config``)."""
+    if spec.task_config is None:
+        return list(overrides), []
+    mine = [o for o in overrides if o.split("=", 1)[0].strip().startswith(spec.name + ".")]
+    return [o for o in overrides if o not in mine], mine
+
+
+def make_task_config(spec: TaskSpec, stored: dict[str, Any] | None = None, assignments: list[str] = ()) -> Any:
+    """The task's settings: ``stored`` (a checkpoint's ``task_config``, else the defaults) with
+    ``assignments`` (``<task>.<field>=value``, value read as YAML) applied; None for a task without
+    settings. A wrong key or value is a one-line error."""
+    if spec.task_config is None:
+        return None
+    import dataclasses
+
+    import yaml
+
+    data = dict(stored or {})
+    defaults = {f.name: f.default for f in dataclasses.fields(spec.task_config)}
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        name = key.strip()[len(spec.name) + 1:]
+        if not sep or not name:
+            raise VlpipeError(f"--set {a!r}: write {spec.name}.FIELD=VALUE")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        want = defaults.get(name)
+        ok = (want is None or (isinstance(want, bool) and isinstance(parsed, bool))
+              or (isinstance(want, int) and not isinstance(want, bool) and isinstance(parsed, int)
+                  and not isinstance(parsed, bool))
+              or (isinstance(want, float) and isinstance(parsed, (int, float)) and not isinstance(parsed, bool))
+              or (isinstance(want, str) and isinstance(parsed, str)))
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(want)]
+            raise VlpipeError(f"--set {a!r}: {spec.name}.{name} takes {kind}, not {parsed!r}")
+        data[name] = parsed
+    return spec.task_config.from_dict(data)
 
 
 def summarize_keys(keys: list[str]) -> str:

@@ -32,7 +32,7 @@ def configure(cfg: Config) -> Config:
     return cfg
 
 
-def build(cfg: Config) -> ALBEF:
+def build(cfg: Config, task_cfg: None = None) -> ALBEF:
     return ALBEF(cfg.model)
 
 

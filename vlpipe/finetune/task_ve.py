@@ -32,7 +32,7 @@ RECIPE = TrainRecipe(lr_ratio=0.2, epochs=5, batch_size=32, warmup_steps=0, min_
 PREDICTIONS = "predictions.parquet"
 
 
-def build(cfg: Config) -> VEModel:
+def build(cfg: Config, task_cfg: None = None) -> VEModel:
     return VEModel(cfg.model, classes=len(VE_LABELS))
 
 

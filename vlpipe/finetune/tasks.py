@@ -7,7 +7,7 @@ architecture). :func:`load_task_checkpoint` builds the right model for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,16 @@ import torch
 
 from vlpipe.config import Config, from_dict
 from vlpipe.errors import VlpipeError
-from vlpipe.finetune import task_retrieval, task_ve
-from vlpipe.finetune.spec import TaskSpec
+from vlpipe.finetune import task_grounding, task_nlvr2, task_retrieval, task_ve, task_vqa
+from vlpipe.finetune.spec import TaskSpec, make_task_config
 
 #: task name -> spec. A new task is one module with a ``TASK = TaskSpec(...)`` and one line here.
 TASKS: dict[str, TaskSpec] = {
     "retrieval": task_retrieval.TASK,
     "ve": task_ve.TASK,
+    "vqa": task_vqa.TASK,
+    "nlvr2": task_nlvr2.TASK,
+    "grounding": task_grounding.TASK,
 }
 
 #: Checkpoints not made by fine-tuning: both hold an ALBEF.
@@ -74,6 +77,16 @@ class LoadedCheckpoint:
     cfg: Config
     meta: dict[str, Any]
     tokenizer_dir: Path | None  # None: the checkpoint carries no tokenizer
+    task_config: Any = None  # the task's settings (TaskSpec.task_config), when it has them
+    assets: dict[str, Any] = field(default_factory=dict)  # the task's files (TaskSpec.assets) by name
+
+
+def task_config_of(meta: dict[str, Any]) -> Any:
+    """The task settings a checkpoint was trained with (None for a task without, or an ALBEF)."""
+    spec = TASKS.get(meta.get("task", ""))
+    if spec is None or spec.task_config is None:
+        return None
+    return make_task_config(spec, meta.get("task_config"))
 
 
 def build_for(meta: dict[str, Any], cfg: Config) -> torch.nn.Module:
@@ -85,7 +98,19 @@ def build_for(meta: dict[str, Any], cfg: Config) -> torch.nn.Module:
     task = meta["task"]
     if task not in TASKS:
         raise VlpipeError(f"checkpoint of unknown task {task!r} (this vlpipe knows {', '.join(TASKS)}); upgrade vlpipe")
-    return TASKS[task].build(cfg)
+    return TASKS[task].build(cfg, task_config_of(meta))
+
+
+def read_assets(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The task's files (``TaskSpec.assets``) a checkpoint folder holds, parsed."""
+    import json
+
+    spec = TASKS.get(meta.get("task", ""))
+    out: dict[str, Any] = {}
+    for name in spec.assets if spec is not None else ():
+        if (folder / name).is_file():
+            out[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+    return out
 
 
 def load_task_checkpoint(folder: Path | str, device: str = "cpu") -> LoadedCheckpoint:
@@ -98,4 +123,5 @@ def load_task_checkpoint(folder: Path | str, device: str = "cpu") -> LoadedCheck
     model = build_for(meta, cfg)
     load_weights(model, folder)
     tok = folder / meta["tokenizer"] if meta.get("tokenizer") else None
-    return LoadedCheckpoint(model.to(device).eval(), cfg, meta, tok if tok is not None and tok.is_dir() else None)
+    return LoadedCheckpoint(model.to(device).eval(), cfg, meta, tok if tok is not None and tok.is_dir() else None,
+                            task_config_of(meta), read_assets(folder, meta))
