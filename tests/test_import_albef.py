@@ -258,13 +258,22 @@ def test_bare_state_dict_and_ddp_prefix(world, tmp_path):
     assert report["wrapper"] is None and report["missing"] == []
 
 
-def test_without_tokenizer_warns(world):
+def test_without_tokenizer_warns(world, tmp_path):
+    from PIL import Image
+
     root, _, _, _, path = world
     r = _import(root, path, "notok")
     assert r.exit_code == 0, r.output
     assert "no --tokenizer" in r.output
     meta = json.loads((root / "checkpoints" / "notok" / "config.json").read_text())
     assert "tokenizer" not in meta and not (root / "checkpoints" / "notok" / "tokenizer").exists()
+    # using it later says what is missing and how to fix it, in one line
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    r = runner.invoke(app, ["--root", str(root), "explain", "--checkpoint", "notok", "--image", str(tmp_path / "red.png"),
+                            "--text", "a dog", "--out", str(root / "x")])
+    assert r.exit_code == 2
+    line = _error_line(r.output)
+    assert "no tokenizer" in line and "--tokenizer" in line
 
 
 @pytest.mark.parametrize("case", ["text", "pickle", "bert", "safetensors", "folder", "tensor", "vocab", "shape"])

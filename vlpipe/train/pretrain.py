@@ -288,5 +288,10 @@ def load_checkpoint(folder: Path | str, device: str = "cpu") -> tuple[ALBEF, Con
     cfg = from_dict(meta["config"])
     model = ALBEF(cfg.model)
     load_weights(model, folder)
-    tokenizer = load_tokenizer(folder / meta.get("tokenizer", TOKENIZER_DIR))
+    tok_dir = folder / meta.get("tokenizer", TOKENIZER_DIR)
+    if not tok_dir.is_dir():
+        raise InputError(folder, "checkpoint has no tokenizer folder",
+                         "re-import it with `vlpipe import albef ... --tokenizer T` (or copy a tokenizer into "
+                         f"{tok_dir.name}/)")
+    tokenizer = load_tokenizer(tok_dir)
     return model.to(device).eval(), cfg, tokenizer
