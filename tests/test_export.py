@@ -109,3 +109,16 @@ def test_existing_folder_needs_overwrite(checkpoint, tmp_path):
                             "--out", str(root / "checkpoints" / "ck"), "--overwrite"])
     assert r.exit_code == 2 and "artifact" in r.output
     assert (root / "checkpoints" / "ck" / "manifest.json").exists()
+
+
+def test_conv_stem_image_tower_is_refused_for_hf_but_safetensors_works(tiny_checkpoint, tmp_path):
+    """albef-tiny's conv stem has no plain-timm equivalent: `export hf` says so in one line."""
+    root = tiny_checkpoint.parents[1]
+    assert json.loads((tiny_checkpoint / "config.json").read_text())["config"]["model"]["vision"]["stem"] == "conv"
+    r = runner.invoke(app, ["--root", str(root), "export", "hf", "--checkpoint", "ck", "--out", str(tmp_path / "hf")])
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "stem" in lines[0] and "export safetensors" in lines[0], r.output
+    assert not (tmp_path / "hf").exists()
+    run_cli(root, "export", "safetensors", "--checkpoint", "ck", "--out", tmp_path / "st")
+    assert (tmp_path / "st" / "model.safetensors").is_file()

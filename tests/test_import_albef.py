@@ -25,7 +25,7 @@ from .conftest import CAPTIONS, run_cli
 runner = CliRunner()
 
 # A small vlpipe model: 32 px, patch 8, ViT depth 2; 2 text + 1 fusion layers; queue 64.
-SETTINGS = ["model.vision.image_size=32", "model.vision.depth=2", "model.text.text_layers=2",
+SETTINGS = ["model.vision.stem=patch", "model.vision.image_size=32", "model.vision.depth=2", "model.text.text_layers=2",
             "model.text.fusion_layers=1", "model.queue_size=64"]
 TEXT_LAYERS = 2
 

@@ -24,7 +24,8 @@ from vlpipe.models import (
 
 
 def tiny(*overrides: str) -> ModelConfig:
-    return load_config("albef-tiny", ["model.queue_size=64", *overrides]).model
+    # the plain patchify stem: these tests are about ALBEF, the conv stem has its own test below
+    return load_config("albef-tiny", ["model.queue_size=64", "model.vision.stem=patch", *overrides]).model
 
 
 def batch(cfg: ModelConfig, b: int = 4, length: int = 12, seed: int = 0):
@@ -291,3 +292,26 @@ def test_state_dict_round_trip_through_safetensors(tmp_path):
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
     assert again.mlm_head.decoder.weight is again.text_encoder.embeddings.word_embeddings.weight
+
+
+def test_conv_stem_gives_the_patch_grid_and_bad_stems_are_refused():
+    from vlpipe.config import VisionConfig
+    from vlpipe.errors import VlpipeError
+    from vlpipe.models.vision import VisionEncoder
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    shapes = {}
+    for stem in ("patch", "conv"):
+        enc = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem=stem))
+        shapes[stem] = tuple(enc(images).shape)
+        assert enc.grid == (8, 8)
+    assert shapes["patch"] == shapes["conv"] == (2, 65, 32)
+    # the conv stem: log2(8) = 3 stride-2 3x3 convolutions, then a 1x1 projection
+    conv = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="conv"))
+    strides = [m.stride[0] for m in conv.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]
+    with pytest.raises(VlpipeError, match="stem"):
+        VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="resnet"))
+    with pytest.raises(VlpipeError, match="power-of-two"):
+        VisionEncoder(VisionConfig(image_size=60, patch_size=6, width=32, depth=1, heads=2, stem="conv"))

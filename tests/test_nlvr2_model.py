@@ -115,8 +115,9 @@ def test_forward_shapes_gradients_and_image_order(albef, layout):
     loss.backward()
     second = "layer.1.crossattention" if layout == "blocks" else "layer.0.crossattention2"
     for name in (f"fusion_encoder.{second}.self.key.weight", "fusion_encoder.layer.0.crossattention.self.key.weight",
-                 "cls_head.2.weight", "visual_encoder.patch_embed.proj.weight"):
-        grad = model.get_parameter(name).grad
+                 "cls_head.2.weight", "visual_encoder.patch_embed"):
+        param = model.get_parameter(name) if name.endswith("weight") else next(model.get_submodule(name).parameters())
+        grad = param.grad
         assert grad is not None and grad.abs().sum() > 0, name
 
 

@@ -122,7 +122,10 @@ PRESETS: dict[str, Config] = {
     # Trains on 2 CPU cores in minutes (synthetic data, smoke runs, tests).
     "albef-tiny": Config(
         model=ModelConfig(
-            vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, drop_path=0.0),
+            # conv stem: measured on the 5k world, 500 steps, zero-shot mean recall 6.4 vs 5.1 with the
+            # patchify stem (a supervised probe shows a from-scratch ViT this small learns backgrounds
+            # within ~100 steps but the 13-17 px objects only slowly either way).
+            vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, drop_path=0.0, stem="conv"),
             # no dropout: a smoke-test model, and attention dropout would force the slow CPU attention
             text=TextConfig(width=128, text_layers=4, fusion_layers=2, heads=4, intermediate=512,
                             max_len=40, dropout=0.0, attention_dropout=0.0, **_VLPIPE_TOKENS),

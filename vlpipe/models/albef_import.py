@@ -208,6 +208,7 @@ def infer_fields(sd: dict[str, torch.Tensor], path: str | Path = "checkpoint") -
         raise InputError(path, "has no visual_encoder.blocks.*", "is it an ALBEF checkpoint?")
     out["model.vision.width"] = width
     out["model.vision.patch_size"] = patch
+    out["model.vision.stem"] = "patch"  # official ViTs patchify with one convolution
     out["model.vision.image_size"] = grid * patch
     out["model.vision.depth"] = max(blocks) + 1
     fc1 = sd.get("visual_encoder.blocks.0.mlp.fc1.weight")

@@ -232,6 +232,11 @@ def export_hf(ck: LoadedCheckpoint, out: str | Path, overwrite: bool = False, so
     if ck.tokenizer_dir is None:
         notes.append("the checkpoint has no tokenizer: none written")
 
+    if cfg.model.vision.stem != "patch":
+        raise VlpipeError(f"{source or 'checkpoint'}: its image tower uses the {cfg.model.vision.stem!r} stem, which "
+                          "plain timm cannot rebuild; use `vlpipe export safetensors`, or pretrain with "
+                          "--set model.vision.stem=patch")
+
     def write(tmp: Path) -> None:
         bert = build_bert(model)
         bert.config.save_pretrained(str(tmp))  # config.json (architectures: BertModel)
