@@ -18,7 +18,7 @@ app = typer.Typer(help="Train or inspect WordPiece tokenizers.", no_args_is_help
 @app.command("train")
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="Dataset artifact (name or path) whose captions to learn from."),
+    data: list[str] = typer.Option(..., "--data", help="Dataset artifact(s) (name or path; repeatable) to learn from: captions, or a task table's questions + answers / hypotheses / sentences / expressions."),
     out: str = typer.Option(..., "--out", help="Name of the tokenizer artifact to write."),
     vocab: int = typer.Option(8000, "--vocab", help="Vocabulary size (special tokens included)."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="Drop word pieces seen fewer times."),
@@ -26,22 +26,28 @@ def train(
     max_length: int = typer.Option(512, "--max-length", help="model_max_length stored with the tokenizer."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing artifact of that name."),
 ) -> None:
-    """Train a lowercase BERT WordPiece tokenizer ([CLS]/[SEP]/[MASK]/[PAD]) on a dataset's captions.
+    """Train a lowercase BERT WordPiece tokenizer ([CLS]/[SEP]/[MASK]/[PAD]) on datasets' texts.
+
+    Pass the caption dataset and, when fine-tuning on VQA / VE / NLVR2 / RefCOCO+ later, their task
+    tables too (`--data demo --data demo-vqa`), so every word and answer has its own pieces.
 
     The artifact is a Hugging Face folder: `BertTokenizerFast.from_pretrained(path)` loads it.
     """
     root = root_of(ctx)
     with user_errors():
-        dataset = resolve(data, "dataset", root)
+        datasets = [resolve(d, "dataset", root) for d in data]
         splits = None if "all" in split else split
         t0 = time.perf_counter()
-        params = {"data": dataset.name, "vocab": vocab, "min_frequency": min_frequency, "splits": splits}
+        names = [d.name for d in datasets]
+        params = {"data": names[0] if len(names) == 1 else names, "vocab": vocab, "min_frequency": min_frequency,
+                  "splits": splits}
+        texts = (t for d in datasets for t in iter_captions(d, splits))
         with ArtifactBuilder(
             artifact_path(root, "tokenizer", out), "tokenizer", params=params,
-            inputs=[dataset], command=command_line(), overwrite=overwrite,
+            inputs=datasets, command=command_line(), overwrite=overwrite,
         ) as builder:
-            with console.status(f"training WordPiece ({vocab} pieces) on {dataset.name} captions"):
-                tok = train_wordpiece(iter_captions(dataset, splits), vocab, min_frequency, max_length)
+            with console.status(f"training WordPiece ({vocab} pieces) on {', '.join(names)}"):
+                tok = train_wordpiece(texts, vocab, min_frequency, max_length)
             save_tokenizer(tok, builder.dir)
             art = builder.publish({"vocab_size": len(tok), "seconds": round(time.perf_counter() - t0, 2)})
     console.print(f"tokenizer [bold]{art.name}[/]: {len(tok)} pieces -> {art.path}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -54,3 +56,27 @@ def test_bad_tokenizer_refs(tmp_path, tiny_dataset):
         load_tokenizer("missing", tmp_path)
     with pytest.raises(VlpipeError, match="too small"):
         train_wordpiece(["a b c"], vocab_size=10)
+
+
+def test_task_tables_add_their_texts_and_answers(tmp_path):
+    """A tokenizer trained on captions alone has no piece for digits (captions spell numbers out);
+    adding the VQA task table (`--data captions --data vqa`) gives answers such as "3" their own piece."""
+    from .conftest import run_cli
+
+    root = tmp_path / "artifacts"
+    raw = root / "raw" / "w"
+    run_cli(root, "synth", "--out", raw, "--images", "30", "--size", "32", "--seed", "2", "--tasks", "captions,vqa")
+    run_cli(root, "ingest", "karpathy", raw / "dataset_coco.json", "--images", raw, "--out", "w")
+    run_cli(root, "ingest", "vqa", raw / "v2_OpenEnded_mscoco_train2014_questions.json",
+            raw / "v2_mscoco_train2014_annotations.json", "--images", raw, "--out", "wq", "--workers", "0")
+    run_cli(root, "tokenizer", "train", "--data", "w", "--vocab", "300", "--min-frequency", "1", "--out", "cap")
+    run_cli(root, "tokenizer", "train", "--data", "w", "--data", "wq", "--vocab", "300", "--min-frequency", "1",
+            "--out", "both")
+    cap, both = load_tokenizer("cap", root), load_tokenizer("both", root)
+    counts = [t for t in ("1", "2", "3") if t in both.get_vocab()]
+    assert counts, "the VQA answers hold counts"
+    assert all(cap.tokenize(t) == ["[UNK]"] for t in counts)
+    assert all(both.tokenize(t) == [t] for t in counts)
+    assert "how" in both.get_vocab() and "color" in both.get_vocab()  # question words
+    manifest = json.loads((root / "tokenizers" / "both" / "manifest.json").read_text())
+    assert manifest["params"]["data"] == ["w", "wq"] and len(manifest["inputs"]) == 2

@@ -21,13 +21,22 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def iter_captions(
     dataset: Artifact, splits: Iterable[str] | None = ("train",), batch_rows: int = 65_536
 ) -> Iterator[str]:
-    """Stream the caption column of a dataset artifact (only the given splits; None = all)."""
+    """Stream the texts of a dataset artifact (only the given splits; None = all): the caption column of
+    a caption dataset; of a task table its text column (question, hypothesis, sentence, expression) and,
+    for VQA, every answer too, so that answers such as digits get word pieces of their own."""
+    from vlpipe.data.task_tables import TEXT_COLUMN, task_of
+
+    task = task_of(dataset.manifest.params, dataset.manifest.stats)
+    columns = ["caption"] if task is None else [TEXT_COLUMN[task]] + (["answers"] if task == "vqa" else [])
     d = ds.dataset(sorted(dataset.path.glob("part-*.parquet")), format="parquet")
     flt = None
     if splits is not None:
         flt = ds.field("split").isin(list(splits))
-    for batch in d.to_batches(columns=["caption"], filter=flt, batch_size=batch_rows):
+    for batch in d.to_batches(columns=columns, filter=flt, batch_size=batch_rows):
         yield from batch.column(0).to_pylist()
+        if task == "vqa":
+            for answers in batch.column(1).to_pylist():
+                yield from answers or []
 
 
 def train_wordpiece(
