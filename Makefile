@@ -15,12 +15,15 @@ else
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup test demo bench clean-demo help
+.PHONY: setup test demo bench clean-demo help reproduce-coco reproduce-flickr reproduce-coco-smoke reproduce-flickr-smoke
 
 help:
 	@echo "make demo   - set up .venv, then run the pipeline end to end on synthetic data"
 	@echo "make test   - set up .venv, then run the test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make reproduce-coco COCO_ROOT=... ALBEF_CKPT=... BERT_DIR=...  - the ALBEF paper's COCO retrieval (README)"
+	@echo "make reproduce-flickr FLICKR_ROOT=... COCO_ROOT=... ...        - Flickr30K fine-tuned + zero-shot"
+	@echo "make reproduce-coco-smoke / reproduce-flickr-smoke            - the same recipes at smoke size (CPU, minutes)"
 
 setup: $(STAMP)
 
@@ -60,3 +63,30 @@ bench: $(STAMP)
 clean-demo:
 	rm -rf $(ROOT)/raw/demo $(ROOT)/datasets/demo $(ROOT)/tokenizers/demo-wordpiece $(ROOT)/checkpoints/demo-albef \
 		$(ROOT)/embeddings/demo-images $(ROOT)/indexes/demo-images $(ROOT)/results/demo-retrieval
+
+# The ALBEF paper's retrieval results from the recipes in vlpipe/recipes/ (README "Reproduce ALBEF").
+# COCO_ROOT: train2014/ + val2014/ + dataset_coco.json; FLICKR_ROOT: flickr30k-images/ + dataset_flickr30k.json;
+# ALBEF_CKPT: ALBEF_4M.pth or ALBEF.pth to fine-tune, else DEIT_CKPT + BERT_DIR to pre-train first;
+# BERT_DIR: local bert-base-uncased; GPUS: processes for training (torchrun); SMOKE=1: the smoke-size run.
+COCO_ROOT ?=
+FLICKR_ROOT ?=
+ALBEF_CKPT ?=
+BERT_DIR ?=
+DEIT_CKPT ?=
+GPUS ?= 1
+SMOKE ?=
+REPRODUCE_FLAGS = $(if $(COCO_ROOT),--coco-root $(COCO_ROOT)) $(if $(ALBEF_CKPT),--albef-ckpt $(ALBEF_CKPT)) \
+	$(if $(BERT_DIR),--bert-dir $(BERT_DIR)) $(if $(DEIT_CKPT),--deit-ckpt $(DEIT_CKPT)) --gpus $(GPUS) \
+	$(if $(filter 1 yes true,$(SMOKE)),--smoke)
+
+reproduce-coco: $(STAMP)
+	$(VLPIPE) reproduce coco $(REPRODUCE_FLAGS)
+
+reproduce-flickr: $(STAMP)
+	$(VLPIPE) reproduce flickr $(if $(FLICKR_ROOT),--flickr-root $(FLICKR_ROOT)) $(REPRODUCE_FLAGS)
+
+reproduce-coco-smoke: $(STAMP)
+	$(MAKE) --no-print-directory reproduce-coco SMOKE=1
+
+reproduce-flickr-smoke: $(STAMP)
+	$(MAKE) --no-print-directory reproduce-flickr SMOKE=1

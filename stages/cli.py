@@ -19,6 +19,7 @@ from . import index as index_stage
 from . import ingest as ingest_stage
 from . import pretrain as pretrain_stage
 from . import rerank as rerank_stage
+from . import reproduce as reproduce_stage
 from . import retrieve as retrieve_stage
 from . import synth as synth_stage
 from . import tokenizer as tokenizer_stage
@@ -56,20 +57,32 @@ def main_options(
     ctx.obj = {"root": root}
 
 
-app.add_typer(synth_stage.app, name="synth")
+def _mount_command(stage_app: typer.Typer, name: str) -> None:
+    """Mount a one-command stage (a Typer app whose callback does the work) as a plain command, so
+    its usage line reads ``vlpipe NAME [OPTIONS]`` rather than that of a group of subcommands."""
+    def given(value):  # typer marks unset fields with a placeholder object
+        return value if isinstance(value, (str, dict)) else None
+
+    cb = stage_app.registered_callback
+    app.command(name=name, help=given(cb.help) or given(stage_app.info.help),
+                context_settings=given(cb.context_settings))(cb.callback)
+
+
+_mount_command(synth_stage.app, "synth")
 app.add_typer(ingest_stage.app, name="ingest")
 app.add_typer(tokenizer_stage.app, name="tokenizer")
-app.add_typer(pretrain_stage.app, name="pretrain")
-app.add_typer(embed_stage.app, name="embed")
+_mount_command(pretrain_stage.app, "pretrain")
+_mount_command(embed_stage.app, "embed")
 app.add_typer(index_stage.app, name="index")
-app.add_typer(retrieve_stage.app, name="retrieve")
-app.add_typer(rerank_stage.app, name="rerank")
+_mount_command(retrieve_stage.app, "retrieve")
+_mount_command(rerank_stage.app, "rerank")
 app.add_typer(finetune_stage.app, name="finetune")
 app.add_typer(evaluate_stage.app, name="evaluate")
-app.add_typer(explain_stage.app, name="explain")
+_mount_command(explain_stage.app, "explain")
 app.add_typer(import_stage.app, name="import")
 app.add_typer(export_stage.app, name="export")
 app.add_typer(artifacts_stage.app, name="artifacts")
+app.add_typer(reproduce_stage.app, name="reproduce")
 
 
 def main() -> None:

@@ -317,11 +317,25 @@ def apply_override(cfg: Config, assignment: str) -> Config:
     return cfg
 
 
+def read_yaml_mapping(path: Path, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; one-line InputError naming the file otherwise."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a mapping with {expected}")
+    return data
+
+
 def load_config(preset_or_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """A preset name or a YAML file (optionally naming its base with ``preset: NAME``), then overrides.
 
     YAML files have the nested structure of :class:`Config` (``model: {vision: {...}, ...}``,
-    ``train: {...}``); keys absent from the file keep the base's values; unknown keys are errors.
+    ``train: {...}``); keys absent from the file keep the base's values; unknown keys are errors,
+    except a top-level ``reproduce:`` section (the recipes of ``vlpipe reproduce``), which is ignored.
     """
     name = str(preset_or_path) if preset_or_path is not None else "albef-base"
     if name in PRESETS:
@@ -330,14 +344,9 @@ def load_config(preset_or_path: str | Path | None, overrides: list[str] | tuple[
         path = Path(name)
         if not path.is_file():
             raise VlpipeError(f"config {name!r}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML file")
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(path, "expected a mapping with model: and train: sections")
+        data = read_yaml_mapping(path, "model: and train: sections")
+        # `reproduce:` holds what `vlpipe reproduce` needs beyond the config (vlpipe/recipes/*.yaml)
+        data.pop("reproduce", None)
         base = preset(str(data.pop("preset"))) if "preset" in data else Config()
         try:
             cfg = _merge(base, data, "")
