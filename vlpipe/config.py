@@ -122,7 +122,7 @@ PRESETS: dict[str, Config] = {
     # Trains on 2 CPU cores in minutes (synthetic data, smoke runs, tests).
     "albef-tiny": Config(
         model=ModelConfig(
-            # conv stem: measured on the 5k world, 500 steps, zero-shot mean recall 6.4 vs 5.1 with the
+            # conv stem: measured on the 5k world, 500 steps, zero-shot mean recall 5.9 vs 5.1 with the
             # patchify stem (a supervised probe shows a from-scratch ViT this small learns backgrounds
             # within ~100 steps but the 13-17 px objects only slowly either way).
             vision=VisionConfig(image_size=64, patch_size=8, width=128, depth=4, heads=4, drop_path=0.0, stem="conv"),

@@ -33,11 +33,15 @@ class LoadReport(NamedTuple):
 class ConvStemEmbed(PatchEmbed):
     """Patch embedding by a small convolutional stem instead of one patchify convolution.
 
-    ``log2(patch_size)`` 3x3 stride-2 convolutions (BatchNorm + ReLU, channels doubling up to the
+    ``log2(patch_size)`` 3x3 stride-2 convolutions (GroupNorm + ReLU, channels doubling up to the
     width) then a 1x1 projection, as in Xiao et al. 2021 ("Early Convolutions Help Transformers See
     Better"): the same token grid as a ``patch_size`` patchify stem, for a few percent more compute,
-    and a ViT trained from scratch optimises much faster. Used by ``albef-tiny``; pretrained ViT
-    weights (DeiT, ALBEF) need the plain ``patch`` stem.
+    and a small ViT trained from scratch learns faster with it (figures next to ``albef-tiny`` in
+    :mod:`vlpipe.config`). Pretrained ViT weights (DeiT, ALBEF) need the plain ``patch`` stem.
+
+    GroupNorm rather than BatchNorm: no running statistics, so a sample's features never depend on its
+    batch, training and evaluation compute the same function, and DDP ranks need no statistics sync
+    (BatchNorm measured a little better on the demo, mean 6.4 vs 5.9, at that price).
     """
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, **kw):
@@ -49,7 +53,7 @@ class ConvStemEmbed(PatchEmbed):
         channels = in_chans
         for i in range(steps):
             out = max(16, embed_dim // 2 ** (steps - 1 - i))
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(math.gcd(8, out), out), nn.ReLU(inplace=True)]
             channels = out
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         self.proj = nn.Sequential(*layers)
