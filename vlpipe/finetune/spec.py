@@ -231,3 +231,28 @@ def summarize_keys(keys: list[str]) -> str:
         top = k.split(".", 1)[0]
         counts[top] = counts.get(top, 0) + 1
     return ", ".join(f"{k} ({n})" for k, n in counts.items()) or "none"
+
+
+def classifier_evaluation(task: str, split: str, labels: tuple[str, ...] | list[str], pred,
+                          train_labels: list[str], seconds: float) -> Evaluation:
+    """The Evaluation of a label classifier (VE, NLVR2) from its predictions table (``label`` and
+    ``predicted`` columns, names from ``labels``): accuracy, per-class recall, the confusion matrix and
+    the majority-class baseline of ``train_labels``."""
+    from vlpipe.metrics.classification import classification_report, majority_baseline
+
+    labels = list(labels)
+    gold = pred.column("label").to_pylist()
+    report = classification_report([labels.index(x) for x in gold],
+                                   [labels.index(x) for x in pred.column("predicted").to_pylist()], labels)
+    baseline = majority_baseline(train_labels, gold, labels)
+    metrics = {"task": task, "split": split, **report, "labels": labels, "headline": {"accuracy": round(report["accuracy"], 6)},
+               "baseline": baseline, "seconds": round(seconds, 3)}
+    rows = [{"scoring": "model", "metric": "accuracy", "value": report["accuracy"], "headline": True}]
+    for name, pc in report["per_class"].items():
+        if pc["recall"] is not None:
+            rows.append({"scoring": "model", "metric": f"recall:{name}", "value": pc["recall"], "headline": False})
+    if baseline["accuracy"] is not None:
+        rows.append({"scoring": "baseline:majority", "metric": "accuracy", "value": baseline["accuracy"],
+                     "headline": False})
+    return Evaluation(metrics, rows, pred)
+

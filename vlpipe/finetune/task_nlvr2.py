@@ -22,8 +22,8 @@ import torch
 from vlpipe.config import Config
 from vlpipe.data.loader import ImagePairTextCollate, ShardBatches, batch_loader, scan_blocks
 from vlpipe.errors import InputError
-from vlpipe.finetune.spec import CollateSettings, EvalRequest, Evaluation, LossContext, TaskSpec, TrainRecipe
-from vlpipe.metrics.classification import classification_report, majority_baseline
+from vlpipe.finetune.spec import (CollateSettings, EvalRequest, Evaluation, LossContext, TaskSpec, TrainRecipe,
+                                  classifier_evaluation)
 from vlpipe.models.nlvr2 import NLVR2Config, NLVR2Model, nlvr2_loss
 from vlpipe.progress import Progress
 
@@ -103,21 +103,8 @@ def predict(req: EvalRequest, progress: Progress) -> pa.Table:
 def evaluate(req: EvalRequest, progress: Progress) -> Evaluation:
     t0 = time.perf_counter()
     pred = predict(req, progress)
-    truth = [LABELS.index(x) for x in pred.column("label").to_pylist()]
-    guess = [LABELS.index(x) for x in pred.column("predicted").to_pylist()]
-    report = classification_report(truth, guess, LABELS)
-    baseline = majority_baseline(split_labels(req.files, "train"), pred.column("label").to_pylist(), LABELS)
-    metrics = {"task": "nlvr2", "split": req.split, **report, "labels": list(LABELS),
-               "headline": {"accuracy": round(report["accuracy"], 6)}, "baseline": baseline,
-               "seconds": round(time.perf_counter() - t0, 3)}
-    rows = [{"scoring": "model", "metric": "accuracy", "value": report["accuracy"], "headline": True}]
-    for name, pc in report["per_class"].items():
-        if pc["recall"] is not None:
-            rows.append({"scoring": "model", "metric": f"recall:{name}", "value": pc["recall"], "headline": False})
-    if baseline["accuracy"] is not None:
-        rows.append({"scoring": "baseline:majority", "metric": "accuracy", "value": baseline["accuracy"],
-                     "headline": False})
-    return Evaluation(metrics, rows, pred)
+    return classifier_evaluation("nlvr2", req.split, LABELS, pred, split_labels(req.files, "train"),
+                                 time.perf_counter() - t0)
 
 
 TASK = TaskSpec(
