@@ -269,11 +269,7 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
             write_metrics(metrics, builder.dir)
         distributed.barrier()
 
-    settings = LoopSettings(
-        total_steps=total, lr=tr.lr, weight_decay=tr.weight_decay, warmup_steps=tr.warmup_steps,
-        grad_accum=tr.grad_accum, clip_grad=tr.clip_grad, precision=tr.precision,
-        checkpoint_every=job.checkpoint_every, min_lr_ratio=tr.min_lr / tr.lr if tr.lr else 0.0,
-    )
+    settings = LoopSettings.from_train_config(tr, total, job.checkpoint_every)
     for n in notes:
         progress.note(n)
     metrics = train_loop(net, loss_fn, batches, micro, settings, env, resume=resume,

@@ -37,6 +37,15 @@ class LoopSettings:
     checkpoint_every: int = 0  # optimizer steps; 0 = only at the end
     min_lr_ratio: float = 0.0
 
+    @classmethod
+    def from_train_config(cls, tr: Any, total_steps: int, checkpoint_every: int = 0) -> LoopSettings:
+        """Settings from a :class:`vlpipe.config.TrainConfig` (pretrain and every finetune)."""
+        return cls(
+            total_steps=total_steps, lr=tr.lr, weight_decay=tr.weight_decay, warmup_steps=tr.warmup_steps,
+            grad_accum=tr.grad_accum, clip_grad=tr.clip_grad, precision=tr.precision,
+            checkpoint_every=checkpoint_every, min_lr_ratio=tr.min_lr / tr.lr if tr.lr else 0.0,
+        )
+
 
 def no_decay(name: str, p: torch.nn.Parameter) -> bool:
     """Biases, norms, embeddings-like vectors and the temperature take no weight decay."""
