@@ -144,3 +144,35 @@ class RichProgress:
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def train_on_ranks(builder: Any, env: Any, resume: bool, run: Any) -> tuple[Any, dict]:
+    """Run ``run(progress) -> stats`` on every rank into one artifact staged by rank 0.
+
+    Rank 0 enters ``builder`` (staging folder, resume state), the other ranks wait for it and share
+    that folder; rank 0 renders progress with rich and publishes. On any error rank 0 cleans up the
+    builder as its context manager would; every rank shuts the process group down. Returns the
+    published artifact (None on other ranks) and the stats.
+    """
+    import contextlib
+
+    from vlpipe.progress import NullProgress
+    from vlpipe.train import distributed
+
+    if env.is_main:
+        builder.__enter__()
+    distributed.barrier()
+    if not env.is_main:  # other ranks share the staging folder rank 0 prepared
+        builder.resumed = resume and (builder.dir / "_state.json").exists()
+    try:
+        reporter = RichProgress() if env.is_main else None
+        with reporter or contextlib.nullcontext():
+            stats = run(reporter or NullProgress())
+        art = builder.publish(stats) if env.is_main else None
+    except BaseException as e:
+        if env.is_main:
+            builder.__exit__(type(e), e, e.__traceback__)
+        raise
+    finally:
+        distributed.shutdown()
+    return art, stats

@@ -6,7 +6,6 @@ TaskSpec appears here by itself).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import typing
 from pathlib import Path
@@ -21,10 +20,9 @@ from vlpipe.finetune.job import FinetuneJob
 from vlpipe.finetune.run import prepare_finetune, run_finetune
 from vlpipe.finetune.spec import TaskSpec
 from vlpipe.finetune.tasks import TASKS
-from vlpipe.progress import NullProgress
 from vlpipe.train import distributed
 
-from ._common import RichProgress, command_line, console, root_of, user_errors
+from ._common import command_line, console, root_of, train_on_ranks, user_errors
 
 
 class _TaskGroup(typer.core.TyperGroup):
@@ -75,22 +73,7 @@ def _finetune(ctx: typer.Context, task: str, *, checkpoint: str, data: str, out:
             artifact_path(root, "checkpoint", out), "checkpoint", params=params, inputs=inputs,
             command=command_line(), overwrite=overwrite, resume=resume, resumable=True,
         )
-        if env.is_main:
-            builder.__enter__()
-        distributed.barrier()
-        if not env.is_main:  # other ranks share the staging folder rank 0 prepared
-            builder.resumed = resume and (builder.dir / "_state.json").exists()
-        try:
-            reporter = RichProgress() if env.is_main else None
-            with reporter or contextlib.nullcontext():
-                stats = run_finetune(job, builder, env, reporter or NullProgress(), plan)
-            art = builder.publish(stats) if env.is_main else None
-        except BaseException as e:
-            if env.is_main:
-                builder.__exit__(type(e), e, e.__traceback__)
-            raise
-        finally:
-            distributed.shutdown()
+        art, stats = train_on_ranks(builder, env, resume, lambda progress: run_finetune(job, builder, env, progress, plan))
     if art is not None:
         _summary(art, stats)
 

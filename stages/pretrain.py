@@ -11,11 +11,10 @@ from rich.table import Table
 from vlpipe.artifacts import ArtifactBuilder, artifact_path, read_manifest, resolve
 from vlpipe.config import apply_override, load_config
 from vlpipe.errors import InputError
-from vlpipe.progress import NullProgress
 from vlpipe.train import distributed
 from vlpipe.train.pretrain import PretrainJob, run_pretrain
 
-from ._common import RichProgress, command_line, console, root_of, user_errors
+from ._common import command_line, console, root_of, train_on_ranks, user_errors
 
 app = typer.Typer(help="Pre-train an ALBEF model on caption datasets.")
 
@@ -111,32 +110,9 @@ def pretrain(
             artifact_path(root, "checkpoint", out), "checkpoint", params=params, inputs=inputs,
             command=command_line(), overwrite=overwrite, resume=resume, resumable=True,
         )
-        if env.is_main:
-            builder.__enter__()
-        distributed.barrier()
-        if not env.is_main:  # other ranks share the staging folder rank 0 prepared
-            builder.resumed = resume and (builder.dir / "_state.json").exists()
-        try:
-            reporter = RichProgress() if env.is_main else None
-            with reporter or _nullctx():
-                stats = run_pretrain(job, builder, env, reporter or NullProgress())
-            art = builder.publish(stats) if env.is_main else None
-        except BaseException as e:
-            if env.is_main:
-                builder.__exit__(type(e), e, e.__traceback__)
-            raise
-        finally:
-            distributed.shutdown()
+        art, stats = train_on_ranks(builder, env, resume, lambda progress: run_pretrain(job, builder, env, progress))
     if art is not None:
         _summary(art, stats)
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _summary(art, stats: dict) -> None:
