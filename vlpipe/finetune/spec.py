@@ -86,6 +86,24 @@ class EvalRequest:
     task_config: Any = None  # the checkpoint's task settings (TaskSpec.task_config)
     assets: dict[str, Any] = field(default_factory=dict)  # the checkpoint's task files (TaskSpec.assets)
 
+    def stream(self, make_collate: Callable[[CollateSettings], Collate], splits: list[str] | None = None,
+               **settings: Any):
+        """The evaluation batches of ``splits`` (default: this request's split) in dataset order,
+        unaugmented, every row once (at most ``max_items``); a one-line error when the split is empty.
+        ``make_collate(settings)`` builds the task's collate; ``settings`` extend CollateSettings."""
+        from vlpipe.data.loader import ShardBatches, scan_blocks
+        from vlpipe.errors import InputError
+
+        splits = splits or [self.split]
+        blocks = scan_blocks(self.files, splits)
+        if not blocks:
+            raise InputError(self.files[0].parent if self.files else "dataset", f"no rows in split {self.split!r}",
+                             "pick a split the dataset has (see `vlpipe artifacts show`)")
+        m = self.cfg.model
+        cs = CollateSettings(str(self.tokenizer_dir), m.vision.image_size, m.text.max_len, train=False, **settings)
+        return ShardBatches(blocks, make_collate(cs), batch_size=self.batch_size, shuffle=False, drop_last=False,
+                            limit=self.max_items)
+
 
 @dataclass
 class Evaluation:

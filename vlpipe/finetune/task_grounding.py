@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from vlpipe.config import Config
-from vlpipe.data.loader import ImageTextCollate, ShardBatches, batch_loader, scan_blocks
+from vlpipe.data.loader import ImageTextCollate, batch_loader
 from vlpipe.data.transforms import decode
 from vlpipe.errors import InputError
 from vlpipe.finetune import task_retrieval
@@ -92,13 +92,10 @@ def split_names(files, split: str) -> list[str]:
 def predict(req: EvalRequest, progress: Progress) -> tuple[pa.Table, int]:
     """Grad-CAM box pick for every expression of the split(s); one row per expression."""
     splits = split_names(req.files, req.split)
-    blocks = scan_blocks(req.files, splits)
     cfg = req.cfg.model
     layer = req.options.get("layer")
     layer = default_layer(cfg.text.fusion_layers) if layer is None else int(layer)
-    settings = CollateSettings(str(req.tokenizer_dir), cfg.vision.image_size, cfg.text.max_len, train=False)
-    ds = ShardBatches(blocks, collate(settings, keep=KEEP), batch_size=req.batch_size, shuffle=False,
-                      drop_last=False, limit=req.max_items)
+    ds = req.stream(lambda settings: collate(settings, keep=KEEP), splits=splits)
     model = req.model.eval()
     out: dict[str, list] = {c: [] for c in ("example_id", "split", "image_id", "text", "box", "proposals",
                                             "predicted_index", "predicted_box", "iou", "hit", "random_hit_rate",

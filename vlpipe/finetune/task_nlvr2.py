@@ -20,8 +20,7 @@ import pyarrow.dataset as pads
 import torch
 
 from vlpipe.config import Config
-from vlpipe.data.loader import ImagePairTextCollate, ShardBatches, batch_loader, scan_blocks
-from vlpipe.errors import InputError
+from vlpipe.data.loader import ImagePairTextCollate, batch_loader
 from vlpipe.finetune.spec import (CollateSettings, EvalRequest, Evaluation, LossContext, TaskSpec, TrainRecipe,
                                   classifier_evaluation)
 from vlpipe.models.nlvr2 import NLVR2Config, NLVR2Model, nlvr2_loss
@@ -72,14 +71,7 @@ def split_labels(files, split: str) -> list[str]:
 @torch.no_grad()
 def predict(req: EvalRequest, progress: Progress) -> pa.Table:
     """One row per example of the split: ids, sentence, true and predicted label, P(true)."""
-    blocks = scan_blocks(req.files, [req.split])
-    if not blocks:
-        raise InputError(req.files[0].parent if req.files else "dataset", f"no rows in split {req.split!r}",
-                         "pick a split the dataset has (see `vlpipe artifacts show`)")
-    cfg = req.cfg.model
-    settings = CollateSettings(str(req.tokenizer_dir), cfg.vision.image_size, cfg.text.max_len, train=False)
-    ds = ShardBatches(blocks, collate(settings, keep=KEEP), batch_size=req.batch_size, shuffle=False,
-                      drop_last=False, limit=req.max_items)
+    ds = req.stream(lambda settings: collate(settings, keep=KEEP))
     model = req.model.eval()
     cols: dict[str, list] = {c: [] for c in (*KEEP, "label", "predicted", "p_true")}
     progress.start("evaluate nlvr2", total=ds.total, unit="examples")

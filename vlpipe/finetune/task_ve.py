@@ -16,9 +16,8 @@ import pyarrow.dataset as pads
 import torch
 
 from vlpipe.config import Config
-from vlpipe.data.loader import ImageTextCollate, ShardBatches, batch_loader, scan_blocks
+from vlpipe.data.loader import ImageTextCollate, batch_loader
 from vlpipe.data.task_tables import VE_LABELS
-from vlpipe.errors import InputError
 from vlpipe.finetune.spec import (CollateSettings, EvalRequest, Evaluation, LossContext, TaskSpec, TrainRecipe,
                                   classifier_evaluation)
 from vlpipe.models.ve import VEModel, ve_loss
@@ -61,14 +60,7 @@ def split_labels(files, split: str) -> list[str]:
 @torch.no_grad()
 def predict(req: EvalRequest, progress: Progress) -> pa.Table:
     """One row per example of the split: ids, text, true and predicted label, class probabilities."""
-    blocks = scan_blocks(req.files, [req.split])
-    if not blocks:
-        raise InputError(req.files[0].parent if req.files else "dataset", f"no rows in split {req.split!r}",
-                         "pick a split the dataset has (see `vlpipe artifacts show`)")
-    cfg = req.cfg.model
-    settings = CollateSettings(str(req.tokenizer_dir), cfg.vision.image_size, cfg.text.max_len, train=False)
-    ds = ShardBatches(blocks, collate(settings, keep=("example_id", "image_id", "hypothesis")), batch_size=req.batch_size,
-                      shuffle=False, drop_last=False, limit=req.max_items)
+    ds = req.stream(lambda settings: collate(settings, keep=("example_id", "image_id", "hypothesis")))
     model = req.model.eval()
     cols: dict[str, list] = {c: [] for c in ("example_id", "image_id", "hypothesis", "label", "predicted")}
     probs: list[torch.Tensor] = []

@@ -30,7 +30,7 @@ import pyarrow.dataset as pads
 import torch
 
 from vlpipe.config import Config
-from vlpipe.data.loader import QuestionAnswersCollate, ShardBatches, batch_loader, scan_blocks
+from vlpipe.data.loader import QuestionAnswersCollate, batch_loader
 from vlpipe.errors import InputError, VlpipeError
 from vlpipe.finetune.spec import (
     CollateSettings,
@@ -197,21 +197,13 @@ def predict(req: EvalRequest, progress: Progress) -> tuple[pa.Table, dict[str, A
     answers = req.assets.get(ANSWERS_FILE)
     if not answers:
         raise VlpipeError(f"the checkpoint has no {ANSWERS_FILE} (candidate answers): was it made by `vlpipe finetune vqa`?")
-    blocks = scan_blocks(req.files, [req.split])
-    if not blocks:
-        raise InputError(req.files[0].parent if req.files else "dataset", f"no rows in split {req.split!r}",
-                         "pick a split the dataset has (see `vlpipe artifacts show`)")
     vqa_cfg = req.task_config or VQAConfig()
+    ds = req.stream(lambda settings: collate(settings, keep=KEEP, answers=False), task_config=vqa_cfg)
     tok = load_tokenizer(req.tokenizer_dir)
     keep_idx, merged = distinct_candidates(tok, answers, vqa_cfg.max_answer_len)
     candidates = [answers[i] for i in keep_idx]
     cand_ids, cand_mask = tokenize_answers(tok, candidates, vqa_cfg.max_answer_len, req.device)
     k = max(1, min(int(req.options.get("k_test") or vqa_cfg.k_test), len(candidates)))
-    cfg = req.cfg.model
-    settings = CollateSettings(str(req.tokenizer_dir), cfg.vision.image_size, cfg.text.max_len, train=False,
-                               task_config=vqa_cfg)
-    ds = ShardBatches(blocks, collate(settings, keep=KEEP, answers=False), batch_size=req.batch_size,
-                      shuffle=False, drop_last=False, limit=req.max_items)
     model = req.model.eval()
     cols: dict[str, list] = {c: [] for c in (*KEEP, "predicted", "log_likelihood", "top_answers")}
     progress.start("evaluate vqa", total=ds.total, unit="questions")
