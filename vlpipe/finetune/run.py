@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,9 @@ from vlpipe.finetune.tasks import build_for, checkpoint_meta, describe, get_task
 from vlpipe.progress import NullProgress, Progress
 from vlpipe.train import distributed
 from vlpipe.train.checkpoint import (
+    TOKENIZER_DIR,
     RunningCheckpoints,
+    copy_tokenizer,
     load_train_state,
     load_weights,
     save_train_state,
@@ -52,7 +53,6 @@ from vlpipe.train.checkpoint import (
 from vlpipe.train.loop import LoopSettings, train_loop
 from vlpipe.train.report import CURVES, plot_losses, write_metrics
 
-TOKENIZER_DIR = "tokenizer"
 EVAL_JSON = "eval.json"
 
 
@@ -306,9 +306,7 @@ def finalize(folder: Path, model: torch.nn.Module, cfg: Config, spec: TaskSpec, 
     save_weights(model, folder)
     write_config(folder, checkpoint_config(cfg, spec, job, step, start, task_cfg, prep.info))
     write_assets(folder, prep.assets)
-    if (folder / TOKENIZER_DIR).exists():
-        shutil.rmtree(folder / TOKENIZER_DIR)
-    shutil.copytree(tok_dir, folder / TOKENIZER_DIR, ignore=shutil.ignore_patterns("manifest.json"))
+    copy_tokenizer(tok_dir, folder)
     write_metrics(metrics, folder)
     plot_losses(metrics, folder / CURVES, title=f"fine-tuning {spec.name} ({step} steps)")
     RunningCheckpoints(folder, lambda _: None).remove_all()

@@ -487,10 +487,7 @@ def import_albef(
 def write_checkpoint(folder: Path, result: ImportResult) -> None:
     """The files of a vlpipe checkpoint (as ``vlpipe pretrain`` writes them) into ``folder``:
     ``model.safetensors``, ``config.json`` and, when a tokenizer was given, ``tokenizer/``."""
-    import shutil
-
-    from vlpipe.train.checkpoint import save_weights, write_config
-    from vlpipe.train.pretrain import TOKENIZER_DIR
+    from vlpipe.train.checkpoint import TOKENIZER_DIR, copy_tokenizer, save_weights, write_config
 
     folder = Path(folder)
     save_weights(result.model, folder)
@@ -506,7 +503,5 @@ def write_checkpoint(folder: Path, result: ImportResult) -> None:
     }
     if result.tokenizer_dir is not None:
         meta["tokenizer"] = TOKENIZER_DIR
-        if (folder / TOKENIZER_DIR).exists():
-            shutil.rmtree(folder / TOKENIZER_DIR)
-        shutil.copytree(result.tokenizer_dir, folder / TOKENIZER_DIR, ignore=shutil.ignore_patterns("manifest.json"))
+        copy_tokenizer(result.tokenizer_dir, folder)
     write_config(folder, meta)

@@ -27,6 +27,16 @@ CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
 
 
+TOKENIZER_DIR = "tokenizer"  # a checkpoint's own copy of its tokenizer
+
+
+def copy_tokenizer(tok_dir: Path, folder: Path) -> None:
+    """Put a copy of the tokenizer folder ``tok_dir`` (without its artifact manifest) in ``folder``."""
+    if (folder / TOKENIZER_DIR).exists():
+        shutil.rmtree(folder / TOKENIZER_DIR)
+    shutil.copytree(tok_dir, folder / TOKENIZER_DIR, ignore=shutil.ignore_patterns("manifest.json"))
+
+
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
     save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ from vlpipe.retrieval.embed import embed_images, embed_texts, load_eval_set
 from vlpipe.train import distributed
 from vlpipe.train.checkpoint import (
     CONFIG,
+    TOKENIZER_DIR,
     RunningCheckpoints,
+    copy_tokenizer,
     load_train_state,
     load_weights,
     save_train_state,
@@ -38,7 +39,6 @@ from vlpipe.train.checkpoint import (
 from vlpipe.train.loop import LoopSettings, train_loop
 from vlpipe.train.report import CURVES, plot_losses, write_metrics
 
-TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -240,9 +240,7 @@ def finalize(folder: Path, model: ALBEF, cfg: Config, job: PretrainJob, step: in
     """Final weights, config, tokenizer copy, metrics and curves at the artifact's top level."""
     save_weights(model, folder)
     write_config(folder, checkpoint_config(cfg, job, step))
-    if (folder / TOKENIZER_DIR).exists():
-        shutil.rmtree(folder / TOKENIZER_DIR)
-    shutil.copytree(tok_dir, folder / TOKENIZER_DIR, ignore=shutil.ignore_patterns("manifest.json"))
+    copy_tokenizer(tok_dir, folder)
     write_metrics(metrics, folder)
     plot_losses(metrics, folder / CURVES, title=f"ALBEF pre-training ({step} steps)")
     RunningCheckpoints(folder, lambda _: None).remove_all()
