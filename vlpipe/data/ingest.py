@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -326,6 +326,33 @@ def _distinct_images(shards: list[Path]) -> int:
     return int(pc.count_distinct(ids).as_py())
 
 
+def resume_point(builder: ArtifactBuilder) -> tuple[int, int, list[dict[str, Any]], int]:
+    """Where an ingest resumes: (records already consumed, next shard index, rejects so far, rows
+    kept so far); a fresh run starts at zero. On resume, staged files past the last finished
+    shard are removed."""
+    state = builder.load_state() if builder.resumed else {}
+    start_shard = int(state.get("shards", 0))
+    if builder.resumed:
+        _clean_staging(Path(builder.dir), start_shard)
+    return (int(state.get("records_consumed", 0)), start_shard, list(state.get("rejects", [])),
+            int(state.get("counts", {}).get("rows", 0)))
+
+
+def skip_consumed(items: Iterator, skip: int, folder: Path, seen: Callable[[Any], None] | None = None) -> None:
+    """Read past the ``skip`` records a resumed run already consumed (``seen`` gets each one); a
+    one-line error when the inputs now hold fewer."""
+    skipped = 0
+    for rec in islice(items, skip):
+        skipped += 1
+        if seen is not None:
+            seen(rec)
+    if skipped < skip:
+        raise InputError(
+            folder, f"the inputs now hold {skipped} rows, fewer than the {skip} the interrupted run had read",
+            "the inputs changed: pass --overwrite to start over",
+        )
+
+
 def ingest(
     records: Iterable[Record | Reject],
     builder: ArtifactBuilder,
@@ -347,13 +374,7 @@ def ingest(
     t0 = time.perf_counter()
     progress = progress or NullProgress()
     folder = Path(builder.dir)
-    state = builder.load_state() if builder.resumed else {}
-    skip = int(state.get("records_consumed", 0))
-    start_shard = int(state.get("shards", 0))
-    rejects: list[dict[str, Any]] = list(state.get("rejects", []))
-    kept = int(state.get("counts", {}).get("rows", 0))
-    if builder.resumed:
-        _clean_staging(folder, start_shard)
+    skip, start_shard, rejects, kept = resume_point(builder)
 
     writer = ColumnShardWriter(folder, schema=DATASET_SCHEMA, max_rows=shard_rows, max_bytes=shard_bytes,
                                start_index=start_shard)
@@ -362,12 +383,7 @@ def ingest(
 
     items: Iterator = iter(records)
     if skip:
-        skipped = sum(1 for _ in islice(items, skip))
-        if skipped < skip:
-            raise InputError(
-                folder, f"the inputs now hold {skipped} rows, fewer than the {skip} the interrupted run had read",
-                "the inputs changed: pass --overwrite to start over",
-            )
+        skip_consumed(items, skip, folder)
         progress.advance(TASK, skip, kept=kept, rejected=len(rejects))
     if workers is None:
         workers = default_workers(verify_images, total)

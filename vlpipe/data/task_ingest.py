@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,16 @@ from vlpipe.data.ingest import (
     REJECTS_FILE,
     ColumnShardWriter,
     IngestStats,
-    _clean_staging,
     _Images,
     _pooled,
     _utf8,
     default_workers,
+    resume_point,
+    skip_consumed,
 )
 from vlpipe.data.readers.base import Reject, as_text
 from vlpipe.data.shards import list_shards
 from vlpipe.data.task_tables import TASK_REJECTS_SCHEMA, TASK_SCHEMAS, TASK_SCHEMA_VERSION, TEXT_COLUMN, VE_LABELS, TaskRecord
-from vlpipe.errors import InputError
 from vlpipe.progress import NullProgress, Progress
 
 TASK = "ingest"
@@ -168,13 +167,7 @@ def ingest_task(
     folder = Path(builder.dir)
     schema = TASK_SCHEMAS[task]
     text_col = TEXT_COLUMN[task]
-    state = builder.load_state() if builder.resumed else {}
-    skip = int(state.get("records_consumed", 0))
-    start_shard = int(state.get("shards", 0))
-    rejects: list[dict[str, Any]] = list(state.get("rejects", []))
-    kept = int(state.get("counts", {}).get("rows", 0))
-    if builder.resumed:
-        _clean_staging(folder, start_shard)
+    skip, start_shard, rejects, kept = resume_point(builder)
 
     writer = ColumnShardWriter(folder, schema=schema, max_rows=shard_rows, max_bytes=shard_bytes,
                                start_index=start_shard)
@@ -183,17 +176,8 @@ def ingest_task(
     seen: set[str] = set()
 
     items: Iterator = iter(records)
-    if skip:
-        skipped = 0
-        for rec in islice(items, skip):  # re-read, unchecked, only to know the ids already taken
-            skipped += 1
-            if rec.__class__ is TaskRecord:
-                seen.add(rec.example_id)
-        if skipped < skip:
-            raise InputError(
-                folder, f"the inputs now hold {skipped} rows, fewer than the {skip} the interrupted run had read",
-                "the inputs changed: pass --overwrite to start over",
-            )
+    if skip:  # re-read, unchecked, only to know the ids already taken
+        skip_consumed(items, skip, folder, lambda rec: seen.add(rec.example_id) if rec.__class__ is TaskRecord else None)
         progress.advance(TASK, skip, kept=kept, rejected=len(rejects))
     if workers is None:
         workers = default_workers(verify_images, total)
