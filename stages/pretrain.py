@@ -61,7 +61,7 @@ def pretrain(
     grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
     precision: str = typer.Option(None, "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA; slow to start)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the encoders (pays off on CUDA; on CPU it needs a C++ compiler and minutes to start)."),
     init_image: Path = typer.Option(None, "--init-image", help="Local ViT weights (timm names, .safetensors or .pth: DeiT, DINO)."),
     init_text: Path = typer.Option(None, "--init-text", help="Local Hugging Face BERT folder for the text and fusion layers."),
     split: list[str] = typer.Option(["train"], "--split", help="Dataset splits to train on (repeatable)."),

@@ -150,6 +150,18 @@ class ALBEF(nn.Module):
         self.text_encoder.set_grad_checkpointing(enable)
         self.fusion_encoder.set_grad_checkpointing(enable)
 
+    def compile_encoders(self, backend: str = "inductor") -> None:
+        """``torch.compile`` the six encoders (online and momentum) in place, shapes dynamic.
+
+        Only the encoders: the training forward around them samples masks and negatives and updates
+        the queue, Python work that graph capture cannot follow (compiling the whole forward fails on
+        ``torch.rand`` of a dynamic shape). In place (``nn.Module.compile``), so state-dict keys do
+        not change and checkpoints load with or without it.
+        """
+        for module in (self.visual_encoder, self.text_encoder, self.fusion_encoder,
+                       self.visual_encoder_m, self.text_encoder_m, self.fusion_encoder_m):
+            module.compile(backend=backend, dynamic=True)
+
     def load_vision_weights(self, state_dict: dict[str, torch.Tensor], prefix: str | None = None, strict: bool = False) -> LoadReport:
         """timm-named ViT weights into the image encoder (pos_embed interpolated), then the momentum copy."""
         report = load_vision_weights(self.visual_encoder, state_dict, prefix=prefix, strict=strict)

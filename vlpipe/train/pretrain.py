@@ -170,7 +170,9 @@ def run_pretrain(job: PretrainJob, builder: ArtifactBuilder, env: distributed.Di
             model, device_ids=[env.local_rank] if env.device.startswith("cuda") else None,
             broadcast_buffers=False, find_unused_parameters=not all((cfg.model.itc, cfg.model.itm, cfg.model.mlm)),
         )
-    forward = torch.compile(net) if job.compile else net
+    if job.compile:
+        model.compile_encoders()
+    forward = net
 
     ramp = max(1, min(total, micro // tr.grad_accum))  # alpha warms up over the first epoch, as ALBEF
 
