@@ -302,15 +302,29 @@ def test_conv_stem_gives_the_patch_grid_and_bad_stems_are_refused():
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
     shapes = {}
-    for stem in ("patch", "conv"):
+    for stem in ("patch", "conv", "cnn"):
         enc = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem=stem))
         shapes[stem] = tuple(enc(images).shape)
         assert enc.grid == (8, 8)
-    assert shapes["patch"] == shapes["conv"] == (2, 65, 32)
+    assert shapes["patch"] == shapes["conv"] == shapes["cnn"] == (2, 65, 32)
     # the conv stem: log2(8) = 3 stride-2 3x3 convolutions, then a 1x1 projection
     conv = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="conv"))
     strides = [m.stride[0] for m in conv.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
     assert strides == [2, 2, 2, 1]
+    # the cnn stem: 3 stages of two 3x3 convolutions (the first with stride 2), max-pool between stages
+    cnn = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="cnn"))
+    layers = list(cnn.patch_embed.proj)
+    assert [m.stride[0] for m in layers if isinstance(m, torch.nn.Conv2d)] == [2, 1, 1, 1, 1, 1, 1]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in layers) == 2
+    assert [m.out_channels for m in layers if isinstance(m, torch.nn.Conv2d)] == [16, 16, 16, 16, 32, 32, 32]
+    # stem_norm: GroupNorm (default, batch-independent) or BatchNorm
+    for norm, kind in (("group", torch.nn.GroupNorm), ("batch", torch.nn.BatchNorm2d)):
+        for stem in ("conv", "cnn"):
+            enc = VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem=stem, stem_norm=norm))
+            norms = [m for m in enc.patch_embed.proj if isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d))]
+            assert norms and all(isinstance(m, kind) for m in norms), (stem, norm)
+    with pytest.raises(VlpipeError, match="stem_norm"):
+        VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="cnn", stem_norm="layer"))
     with pytest.raises(VlpipeError, match="stem"):
         VisionEncoder(VisionConfig(image_size=64, patch_size=8, width=32, depth=1, heads=2, stem="resnet"))
     with pytest.raises(VlpipeError, match="power-of-two"):

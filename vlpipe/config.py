@@ -40,7 +40,8 @@ class VisionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0  # stochastic depth rate (timm drop_path_rate)
-    stem: str = "patch"  # "patch" (one patchify conv: ViT, DeiT, ALBEF) | "conv" (3x3 stride-2 conv stem)
+    stem: str = "patch"  # "patch" (one patchify conv: ViT, DeiT, ALBEF) | "conv" (3x3 stride-2 convs) | "cnn" (VGG-style stages)
+    stem_norm: str = "group"  # normalisation in the conv/cnn stems: "group" (GroupNorm) | "batch" (BatchNorm)
 
 
 @dataclass
