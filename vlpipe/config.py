@@ -81,7 +81,7 @@ class ModelConfig:
     itc: bool = True  # objectives on/off (ablations)
     itm: bool = True
     mlm: bool = True
-    distill: bool = True  # momentum distillation for ITC and MLM targets (alpha is used only if on)
+    distill: bool = True  # momentum distillation: ITC and MLM targets; VE, NLVR2 and VQA fine-tuning (alpha used only if on)
     itc_weight: float = 1.0
     itm_weight: float = 1.0
     mlm_weight: float = 1.0

@@ -230,6 +230,10 @@ def run_finetune(job: FinetuneJob, builder: ArtifactBuilder, env: distributed.Di
         notes.append(f"resuming from {state['latest']} (step {resume['loop']['step']})")
     else:
         model, report = init_from_checkpoint(spec, cfg, job.checkpoint, start, base, task_cfg)
+        if spec.model_class != "albef" and hasattr(model, "sync_momentum"):
+            # a task model's momentum (distillation) copies start equal to its loaded online weights;
+            # ALBEF-shaped tasks (retrieval, grounding) keep the pre-trained momentum encoders
+            model.sync_momentum()
         notes.append(f"weights: {len(report.missing)} fresh ({summarize_keys(report.missing)}), "
                      f"{len(report.unexpected)} unused ({summarize_keys(report.unexpected)}), "
                      f"reshaped {', '.join(report.reshaped) or 'none'}")

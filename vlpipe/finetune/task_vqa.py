@@ -5,7 +5,10 @@ The model (:class:`vlpipe.models.vqa.VQAModel`, built from the pre-trained ALBEF
 Training batches hold each question with its distinct answers and their weights (the task table's
 ``answer_weights``: an answer's share of the human answers), the question repeated once per
 answer as ALBEF does (:class:`vlpipe.data.loader.QuestionAnswersCollate`); the loss is ALBEF's
-weighted conditional LM loss.
+weighted conditional LM loss, with ALBEF's momentum distillation when ``model.distill`` is on (the
+default; ``--set model.distill=false`` for the plain loss): EMA copies of the encoders and the
+answer decoder (momentum ``model.momentum``) give the decoder's soft token targets, mixed with
+weight ``alpha`` ramped up to ``model.alpha`` over the first epoch.
 
 Evaluation ranks a fixed list of candidate answers for every question
 (:meth:`VQAModel.rank_answers`: first-token step, then the ``k_test`` best by full likelihood) and
@@ -45,10 +48,12 @@ from vlpipe.finetune.spec import (
 )
 from vlpipe.metrics.vqa import vqa_accuracy
 from vlpipe.models.vqa import VQAConfig, VQAModel, tokenize_answers
+from vlpipe.objectives.distill import ramped_alpha
 from vlpipe.progress import Progress
 
 #: ALBEF configs/VQA.yaml: lr 2e-5 (pre-training 1e-4), cosine to 1e-6, 8 epochs, batch 32 per GPU,
-#: weight decay 0.02, 384 px, k_test 128. (ALBEF adds momentum distillation; vlpipe does not.)
+#: weight decay 0.02, 384 px, k_test 128; momentum distillation (distill True, alpha 0.4, momentum
+#: 0.995) comes from the model config (``model.distill``, ``model.alpha``, ``model.momentum``).
 RECIPE = TrainRecipe(lr_ratio=0.2, epochs=8, batch_size=32, warmup_steps=0, min_lr_ratio=0.05, weight_decay=0.02,
                      source="ALBEF configs/VQA.yaml")
 
@@ -66,11 +71,11 @@ KEEP = ("example_id", "question_id", "image_id", "question", "answer_type", "ans
 
 
 def build(cfg: Config, task_cfg: VQAConfig | None = None) -> VQAModel:
-    return VQAModel(cfg.model, task_cfg or VQAConfig())
+    return VQAModel(cfg.model, task_cfg or VQAConfig(), distill=cfg.model.distill)
 
 
 def from_pretrained(albef: torch.nn.Module, cfg: Config, task_cfg: VQAConfig | None = None):
-    return VQAModel.from_albef(albef, cfg.model, task_cfg or VQAConfig())
+    return VQAModel.from_albef(albef, cfg.model, task_cfg or VQAConfig(), distill=cfg.model.distill)
 
 
 def collate(s: CollateSettings, keep: tuple[str, ...] = (), answers: bool = True) -> QuestionAnswersCollate:
@@ -80,8 +85,11 @@ def collate(s: CollateSettings, keep: tuple[str, ...] = (), answers: bool = True
 
 
 def loss(net: torch.nn.Module, batch: dict, step: int, ctx: LossContext) -> dict[str, torch.Tensor]:
+    m = ctx.cfg.model  # distillation weight ramped up over the first epoch; 0 with distill off
+    alpha = ramped_alpha(m.alpha, step, ctx.steps_per_epoch, ctx.total_steps) if m.distill else 0.0
     return net(batch["images"], batch["input_ids"], batch["attention_mask"], batch["answer_ids"],
-               batch["answer_mask"], batch["answer_weights"], batch["answers_per_question"])
+               batch["answer_mask"], batch["answer_weights"], batch["answers_per_question"], alpha=alpha,
+               update_momentum=batch.get("first_micro", True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,6 +299,7 @@ TASK = TaskSpec(
     collate=collate,
     loss=loss,
     evaluate=evaluate,
+    fresh=tuple(f"{n}_m." for n in VQAModel.MOMENTUM),  # momentum copies: set from the online weights
     headline="accuracy",
     task_config=VQAConfig,
     options=(

@@ -33,7 +33,7 @@ from vlpipe.models.vision import LoadReport, VisionEncoder, load_vision_weights
 from vlpipe.objectives.itc import itc_loss, positive_mask
 from vlpipe.objectives.itm import itm_loss, sample_hard_negatives
 from vlpipe.objectives.mlm import mask_tokens, mlm_loss
-from vlpipe.objectives.momentum import copy_params, ema_update, enqueue
+from vlpipe.objectives.momentum import MomentumCopies, enqueue
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -53,8 +53,10 @@ def _fill_tied_keys(module: "ALBEF", state_dict, prefix, *args) -> None:
             state_dict[a] = state_dict[b]
 
 
-class ALBEF(nn.Module):
+class ALBEF(MomentumCopies, nn.Module):
     TEMP_MAX = 0.5
+    #: the submodules with a momentum (EMA) copy ``<name>_m``: momentum features, queues, soft targets
+    MOMENTUM = ("visual_encoder", "text_encoder", "fusion_encoder", "vision_proj", "text_proj", "mlm_head")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -119,25 +121,6 @@ class ALBEF(nn.Module):
         if not self.cfg.tie_word_embeddings:
             return []
         return [(f"mlm_head{m}.decoder.weight", f"text_encoder{m}.embeddings.word_embeddings.weight") for m in ("", "_m")]
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [
-            (self.visual_encoder, self.visual_encoder_m),
-            (self.text_encoder, self.text_encoder_m),
-            (self.fusion_encoder, self.fusion_encoder_m),
-            (self.vision_proj, self.vision_proj_m),
-            (self.text_proj, self.text_proj_m),
-            (self.mlm_head, self.mlm_head_m),
-        ]
-
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        ema_update(self.momentum_pairs(), self.cfg.momentum)
-
-    @torch.no_grad()
-    def sync_momentum(self) -> None:
-        """Momentum copies := online weights (call after loading weights into the online model)."""
-        copy_params(self.momentum_pairs())
 
     def set_gather(self, with_grad: Gather | None = None, no_grad: Gather | None = None) -> None:
         """Install all-gather functions (concatenate along dim 0 over ranks). ``with_grad`` must pass

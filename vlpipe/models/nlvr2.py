@@ -17,8 +17,15 @@ With ``share_kv`` (the paper: "the two cross-attention layers share the same lin
 weights for keys and values") the key/value projections of a layer's two cross-attentions are one
 module. The two images go through the image encoder as one batch. An MLP on the fused [CLS]
 (``cls_head``: Linear W->W, ReLU, Linear W->2, ALBEF's) gives the logits; class 1 = true.
-Momentum distillation, which ALBEF also uses for NLVR2, is not implemented (:func:`nlvr2_loss`
-accepts soft targets for when it is).
+
+Momentum distillation (ALBEF's NLVR.yaml ``distill: True``): built with ``distill=True`` (the
+``nlvr2`` task passes ``model.distill``), the model also holds frozen EMA copies
+``visual_encoder_m``, ``text_encoder_m``, ``fusion_encoder_m`` (with the same shared key/value
+projections) and ``cls_head_m``, saved with the weights. A training call
+``forward(..., alpha=a, update_momentum=u)`` does the EMA step (``model.momentum``; when ``u``) and
+returns ``(logits, soft)``, ``soft`` the momentum model's softmax for :func:`nlvr2_loss`'s
+``(1 - alpha) CE + alpha soft-CE``; inside ``forward``, so it runs under DistributedDataParallel.
+Plain calls (no ``alpha``: evaluation) use the online model only.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlpipe.config import Config, ModelConfig, TextConfig, validate
@@ -39,6 +45,9 @@ from vlpipe.models.fusion import AttentionBlock, FusionLayer, Intermediate, Outp
 from vlpipe.models.text import TextEncoder, init_bert_weights, padding_mask
 from vlpipe.models.transfer import backbone_keys, fill_tied_keys, load_mapped
 from vlpipe.models.vision import LoadReport, VisionEncoder
+from vlpipe.objectives.distill import distilled_cross_entropy
+from vlpipe.objectives.momentum import (MomentumCopies,
+                                        add_momentum_copies, fill_momentum_keys, momentum_soft_targets, without_momentum_keys)
 
 LAYOUTS = ("blocks", "cross")
 
@@ -146,18 +155,16 @@ def nlvr2_head(width: int, hidden: int = 0, classes: int = 2) -> nn.Sequential:
 def nlvr2_loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
     """Cross-entropy of [B, 2] logits against labels [B] (1 = the sentence is true); with ``soft``
     [B, 2] target probabilities (a momentum model's), ALBEF's ``(1 - alpha) CE + alpha soft-CE``."""
-    logits = logits.float()
-    loss = F.cross_entropy(logits, labels.long())
-    if soft is None or alpha <= 0:
-        return loss
-    distill = -(F.log_softmax(logits, dim=-1) * soft.float()).sum(-1).mean()
-    return (1 - alpha) * loss + alpha * distill
+    return distilled_cross_entropy(logits, labels, soft, alpha)
 
 
-class NLVR2Model(nn.Module):
-    """Image encoder + text encoder (ALBEF names) + :class:`PairFusionEncoder` + ``cls_head``."""
+class NLVR2Model(MomentumCopies, nn.Module):
+    """Image encoder + text encoder (ALBEF names) + :class:`PairFusionEncoder` + ``cls_head``
+    (+ their momentum copies ``*_m`` with ``distill``)."""
 
-    def __init__(self, cfg: ModelConfig, nlvr: NLVR2Config | None = None):
+    MOMENTUM = ("visual_encoder", "text_encoder", "fusion_encoder", "cls_head")
+
+    def __init__(self, cfg: ModelConfig, nlvr: NLVR2Config | None = None, distill: bool = False):
         super().__init__()
         validate(Config(model=cfg))
         self.cfg = copy.deepcopy(cfg)
@@ -170,23 +177,30 @@ class NLVR2Model(nn.Module):
         self.text_encoder = TextEncoder(t)
         self.fusion_encoder = PairFusionEncoder(t, v.width, self.nlvr_cfg.layout, self.nlvr_cfg.share_kv)
         self.cls_head = nlvr2_head(t.width, self.nlvr_cfg.head_hidden)
+        if distill:
+            add_momentum_copies(self, self.MOMENTUM)
         self.register_load_state_dict_pre_hook(fill_tied_keys)
+        if distill:  # after the tied keys are filled in
+            self.register_load_state_dict_pre_hook(fill_momentum_keys(self.MOMENTUM))
 
     def tied_keys(self) -> list[tuple[str, str]]:
-        return [(f"fusion_encoder.{a}", f"fusion_encoder.{b}") for a, b in self.fusion_encoder.tied_keys()]
+        fusions = ["fusion_encoder"] + (["fusion_encoder_m"] if hasattr(self, "fusion_encoder_m") else [])
+        return [(f"{f}.{a}", f"{f}.{b}") for f in fusions for a, b in self.fusion_encoder.tied_keys()]
 
     @classmethod
     def from_albef(cls, albef: nn.Module | dict[str, torch.Tensor], cfg: ModelConfig | None = None,
-                   nlvr: NLVR2Config | None = None) -> tuple[NLVR2Model, LoadReport]:
+                   nlvr: NLVR2Config | None = None, distill: bool = False) -> tuple[NLVR2Model, LoadReport]:
         """An NLVR2 model initialised from a pre-trained ALBEF (a model, or its state dict with ``cfg``);
-        ``cls_head`` starts fresh (listed in ``missing``)."""
+        ``cls_head`` starts fresh (listed in ``missing``). With ``distill`` the momentum copies are
+        set to the loaded online weights (not listed in ``missing``)."""
         state = albef.state_dict() if isinstance(albef, nn.Module) else albef
         if cfg is None:
             if not hasattr(albef, "cfg"):
                 raise VlpipeError("NLVR2Model.from_albef: pass cfg with a state dict")
             cfg = albef.cfg
-        model = cls(cfg, nlvr)
-        return model, load_mapped(model, nlvr2_state_from_albef(state, model.nlvr_cfg.layout))
+        model = cls(cfg, nlvr, distill)
+        report = load_mapped(model, nlvr2_state_from_albef(state, model.nlvr_cfg.layout))
+        return model, without_momentum_keys(model, report)
 
     def fused_cls(self, images1, images2, text_ids, text_mask) -> torch.Tensor:
         """[B, W] fused [CLS] state of (sentence, image 1, image 2)."""
@@ -195,9 +209,22 @@ class NLVR2Model(nn.Module):
         text = self.text_encoder(text_ids, text_mask)
         return self.fusion_encoder(text, text_mask, image1, image2)[:, 0]
 
-    def forward(self, images1, images2, text_ids, text_mask) -> torch.Tensor:
-        """[B, 2] logits (column 1 = the sentence is true of the image pair)."""
-        return self.cls_head(self.fused_cls(images1, images2, text_ids, text_mask))
+    def forward(self, images1, images2, text_ids, text_mask, alpha: float | None = None, update_momentum: bool = True):
+        """[B, 2] logits (column 1 = the sentence is true of the image pair). With ``alpha`` (a
+        training call): ``(logits, soft)``, ``soft`` [B, 2] the momentum model's probabilities after
+        the EMA step (when ``update_momentum``); None without momentum copies, in eval mode, or for
+        ``alpha <= 0``."""
+        logits = self.cls_head(self.fused_cls(images1, images2, text_ids, text_mask))
+        if alpha is None:
+            return logits
+
+        def head_m() -> torch.Tensor:
+            tokens = self.visual_encoder_m(torch.cat([images1, images2]))
+            image1, image2 = tokens.split(images1.shape[0])
+            text = self.text_encoder_m(text_ids, text_mask)
+            return self.cls_head_m(self.fusion_encoder_m(text, text_mask, image1, image2)[:, 0])
+
+        return logits, momentum_soft_targets(self, float(alpha), update_momentum, head_m)
 
 
 _FUSION_LAYER = re.compile(r"^fusion_encoder\.layer\.(\d+)\.(.*)$")

@@ -26,7 +26,16 @@ token is scored with one decoder step from ``[CLS]``; the ``k`` candidates with 
 first token are then scored by their full log-likelihood and returned best first. (ALBEF adds the
 first token's log-probability a second time to the full-sequence log-likelihood; vlpipe ranks by
 the log-likelihood itself.) The VQA accuracy metric lives in :mod:`vlpipe.metrics.vqa`.
-Momentum distillation, which ALBEF also uses when fine-tuning for VQA, is not implemented.
+
+Momentum distillation (ALBEF's VQA.yaml ``distill: True``): built with ``distill=True`` (the ``vqa``
+task passes ``model.distill``), the model also holds frozen EMA copies ``visual_encoder_m``,
+``text_encoder_m``, ``fusion_encoder_m`` and ``answer_decoder_m``, saved with the weights. A
+training call ``forward(..., alpha=a, update_momentum=u)`` does the EMA step (``model.momentum``;
+when ``u``), runs the momentum decoder on the momentum model's question states, and distils the
+decoder's token distributions: each answer's loss is ``(1 - alpha)`` times its summed token NLL
+plus ``alpha`` times its summed token soft cross-entropy against the momentum decoder's softmax
+(ALBEF's ``soft_labels``), then weighted as above. All inside ``forward``, so it runs under
+DistributedDataParallel; :meth:`VQAModel.rank_answers` uses the online model only.
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ from vlpipe.models.heads import MLMHead
 from vlpipe.models.text import TextEncoder, bert_config, init_bert_weights, padding_mask
 from vlpipe.models.transfer import backbone_keys, fill_tied_keys, load_mapped
 from vlpipe.models.vision import LoadReport, VisionEncoder
+from vlpipe.objectives.distill import distill_mix, soft_cross_entropy
+from vlpipe.objectives.momentum import (MomentumCopies,
+                                        add_momentum_copies, fill_momentum_keys, without_momentum_keys)
 
 
 @dataclass
@@ -107,6 +119,24 @@ def sequence_nll(logits: torch.Tensor, tokens: torch.Tensor, seq: torch.Tensor, 
     return torch.zeros(n_seq, device=logits.device, dtype=nll.dtype).index_add(0, seq, nll)
 
 
+def sequence_soft_ce(logits: torch.Tensor, soft: torch.Tensor, seq: torch.Tensor, n_seq: int) -> torch.Tensor:
+    """Summed token soft cross-entropy per sequence: ``logits`` [M, V] at the M target positions,
+    ``soft`` [M, V] target probabilities there (a momentum decoder's), ``seq`` [M] as in
+    :func:`sequence_nll`. Returns [n_seq] (float32)."""
+    ce = soft_cross_entropy(logits, soft)
+    return torch.zeros(n_seq, device=logits.device, dtype=ce.dtype).index_add(0, seq, ce)
+
+
+def distilled_answer_nll(logits: torch.Tensor, tokens: torch.Tensor, seq: torch.Tensor, n_seq: int,
+                         soft: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
+    """[n_seq] per-answer loss: :func:`sequence_nll`; with ``soft`` [M, V] and ``alpha > 0``, ALBEF's
+    ``(1 - alpha) * nll + alpha * summed token soft-CE`` (its decoder's ``soft_labels``)."""
+    nll = sequence_nll(logits, tokens, seq, n_seq)
+    if soft is None or alpha <= 0:
+        return nll
+    return distill_mix(nll, sequence_soft_ce(logits, soft, seq, n_seq), alpha)
+
+
 def weighted_answer_loss(nll: torch.Tensor, weights: torch.Tensor, n_questions: int) -> torch.Tensor:
     """ALBEF's VQA loss: ``sum_a weight_a * nll_a / n_questions`` (answers of all questions flattened)."""
     return (weights.to(nll.dtype) * nll).sum() / max(int(n_questions), 1)
@@ -157,11 +187,17 @@ class AnswerDecoder(nn.Module):
         ranking compute them only where there is a target)."""
         return self.lm_head(self(ids, mask, context, context_mask))
 
-    def answer_nll(self, ids, mask, context, context_mask) -> torch.Tensor:
-        """[A] ``-log p(answer)`` of each ``[CLS] answer [SEP]`` row given its context row."""
+    def target_logits(self, ids, mask, context, context_mask) -> tuple[torch.Tensor, Targets]:
+        """Next-token logits [M, V] at the M target positions of ``[CLS] answer [SEP]`` rows, and the
+        targets (:func:`next_token_targets`)."""
         hidden = self(ids, mask, context, context_mask)
         t = next_token_targets(ids, mask)
-        return sequence_nll(self.lm_head(hidden[:, :-1][t.valid]), t.tokens, t.seq, ids.shape[0])
+        return self.lm_head(hidden[:, :-1][t.valid]), t
+
+    def answer_nll(self, ids, mask, context, context_mask) -> torch.Tensor:
+        """[A] ``-log p(answer)`` of each ``[CLS] answer [SEP]`` row given its context row."""
+        logits, t = self.target_logits(ids, mask, context, context_mask)
+        return sequence_nll(logits, t.tokens, t.seq, ids.shape[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,10 +211,13 @@ class RankedAnswers(NamedTuple):
     first_token_logprob: torch.Tensor  # [B, k] log p(first token) that selected them
 
 
-class VQAModel(nn.Module):
-    """Image encoder + text encoder + fusion encoder (ALBEF names) + ``answer_decoder``."""
+class VQAModel(MomentumCopies, nn.Module):
+    """Image encoder + text encoder + fusion encoder (ALBEF names) + ``answer_decoder`` (+ their
+    momentum copies ``*_m`` with ``distill``)."""
 
-    def __init__(self, cfg: ModelConfig, vqa: VQAConfig | None = None):
+    MOMENTUM = ("visual_encoder", "text_encoder", "fusion_encoder", "answer_decoder")
+
+    def __init__(self, cfg: ModelConfig, vqa: VQAConfig | None = None, distill: bool = False):
         super().__init__()
         validate(Config(model=cfg))
         self.cfg = copy.deepcopy(cfg)
@@ -190,27 +229,34 @@ class VQAModel(nn.Module):
         self.text_encoder = TextEncoder(t)
         self.fusion_encoder = FusionEncoder(t, image_width=v.width)
         self.answer_decoder = AnswerDecoder(t, self.vqa_cfg.layers_for(t), cfg.tie_word_embeddings)
+        if distill:
+            add_momentum_copies(self, self.MOMENTUM)
         self.register_load_state_dict_pre_hook(fill_tied_keys)
+        if distill:  # after the tied keys are filled in
+            self.register_load_state_dict_pre_hook(fill_momentum_keys(self.MOMENTUM))
 
     def tied_keys(self) -> list[tuple[str, str]]:
         if not self.answer_decoder.tied:
             return []
-        return [("answer_decoder.lm_head.decoder.weight", "answer_decoder.embeddings.word_embeddings.weight")]
+        decoders = ["answer_decoder"] + (["answer_decoder_m"] if hasattr(self, "answer_decoder_m") else [])
+        return [(f"{d}.lm_head.decoder.weight", f"{d}.embeddings.word_embeddings.weight") for d in decoders]
 
     # ---------------------------------------------------------------- building from ALBEF
 
     @classmethod
     def from_albef(cls, albef: nn.Module | dict[str, torch.Tensor], cfg: ModelConfig | None = None,
-                   vqa: VQAConfig | None = None) -> tuple[VQAModel, LoadReport]:
-        """A VQA model initialised from a pre-trained ALBEF (a model, or its state dict with ``cfg``)."""
+                   vqa: VQAConfig | None = None, distill: bool = False) -> tuple[VQAModel, LoadReport]:
+        """A VQA model initialised from a pre-trained ALBEF (a model, or its state dict with ``cfg``).
+        With ``distill`` the momentum copies are set to the loaded online weights (not listed in
+        ``missing``)."""
         state = albef.state_dict() if isinstance(albef, nn.Module) else albef
         if cfg is None:
             if not hasattr(albef, "cfg"):
                 raise VlpipeError("VQAModel.from_albef: pass cfg with a state dict")
             cfg = albef.cfg
-        model = cls(cfg, vqa)
+        model = cls(cfg, vqa, distill)
         mapped, _fresh = vqa_state_from_albef(state, cfg.text, model.vqa_cfg.layers_for(cfg.text), cfg.vision.width)
-        return model, load_mapped(model, mapped)
+        return model, without_momentum_keys(model, load_mapped(model, mapped))
 
     # ---------------------------------------------------------------- forward
 
@@ -221,19 +267,34 @@ class VQAModel(nn.Module):
         return self.fusion_encoder(text_tokens, question_mask, image_tokens)
 
     def forward(self, images, question_ids, question_mask, answer_ids, answer_mask, answer_weights,
-                answers_per_question) -> dict[str, torch.Tensor]:
+                answers_per_question, alpha: float | None = None, update_momentum: bool = True) -> dict[str, torch.Tensor]:
         """``{"loss"}``: the weighted conditional LM loss.
 
         images [B, 3, H, W]; question_ids / question_mask [B, Lq]; answer_ids / answer_mask [A, La]
         (the answers of question 0, then of question 1, ...; ``[CLS] answer [SEP]``);
-        answer_weights [A]; answers_per_question [B] long, summing to A.
+        answer_weights [A]; answers_per_question [B] long, summing to A. ``alpha`` (a training
+        call of a model with momentum copies, in training mode): the EMA step first (when
+        ``update_momentum``), then the token-level distillation of the module doc with weight
+        ``alpha``. Without ``alpha``, without momentum copies or in eval mode: the plain loss.
         """
         states = self.encode_question(images, question_ids, question_mask)
         n = answers_per_question.to(states.device)
         if int(n.sum()) != answer_ids.shape[0]:
             raise VlpipeError(f"answers_per_question sums to {int(n.sum())}, but {answer_ids.shape[0]} answers were given")
         rows = torch.repeat_interleave(torch.arange(len(n), device=states.device), n)
-        nll = self.answer_decoder.answer_nll(answer_ids, answer_mask, states[rows], question_mask[rows])
+        logits, t = self.answer_decoder.target_logits(answer_ids, answer_mask, states[rows], question_mask[rows])
+        soft, training_call, alpha = None, alpha is not None, float(alpha or 0.0)
+        if training_call and self.momentum_pairs() and self.training:
+            with torch.no_grad():
+                if update_momentum:
+                    self.momentum_update()
+                if alpha > 0:
+                    states_m = self.fusion_encoder_m(self.text_encoder_m(question_ids, question_mask), question_mask,
+                                                     self.visual_encoder_m(images))
+                    logits_m, _ = self.answer_decoder_m.target_logits(answer_ids, answer_mask, states_m[rows],
+                                                                      question_mask[rows])
+                    soft = F.softmax(logits_m.float(), dim=-1)
+        nll = distilled_answer_nll(logits, t.tokens, t.seq, answer_ids.shape[0], soft, alpha)
         return {"loss": weighted_answer_loss(nll, answer_weights.to(nll.device), len(n))}
 
     @torch.no_grad()
