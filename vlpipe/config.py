@@ -65,6 +65,11 @@ class TextConfig:
     pad_token_id: int = 0
     mask_token_id: int = 103  # bert-base-uncased [MASK]
     special_token_ids: tuple[int, ...] = (0, 100, 101, 102, 103)  # never masked by MLM
+    # std of the normal init of fresh text/fusion weights (BERT: 0.02, tuned for width 768). At width
+    # 128 a post-LN layer initialised so barely moves its input, and every caption's [CLS] starts
+    # equal (cosine 0.9999); 0.05 measured better from scratch (see docs/retrieval.md notes)
+    init_std: float = 0.02
+    pool: str = "cls"  # ITC text feature: "cls" (ALBEF) | "mean" (masked mean of the token states)
 
 
 @dataclass
@@ -389,6 +394,8 @@ def validate(cfg: Config) -> Config:
     need(0 <= t.mask_token_id < t.vocab_size and 0 <= t.pad_token_id < t.vocab_size,
          f"model.text token ids must be below vocab_size {t.vocab_size}")
     need(0.0 <= t.dropout < 1.0 and 0.0 <= t.attention_dropout < 1.0, "model.text dropouts must be in [0, 1)")
+    need(t.init_std > 0, "model.text.init_std must be > 0")
+    need(t.pool in ("cls", "mean"), f"model.text.pool {t.pool!r}: use cls or mean")
     need(m.embed_dim > 0 and m.queue_size > 0, "model.embed_dim and model.queue_size must be positive")
     need(0.0 < m.temp <= 0.5, "model.temp must be in (0, 0.5]")
     need(0.0 <= m.momentum < 1.0, "model.momentum must be in [0, 1)")

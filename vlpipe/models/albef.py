@@ -161,7 +161,14 @@ class ALBEF(MomentumCopies, nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (tokens [B, L, Wt], L2-normalised ITC feature [B, embed_dim])."""
         tokens = self.text_encoder(ids, mask)
-        return tokens, F.normalize(self.text_proj(tokens[:, 0]), dim=-1)
+        return tokens, F.normalize(self.text_proj(self._text_pool(tokens, mask)), dim=-1)
+
+    def _text_pool(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The text state the ITC projection reads: [CLS] (ALBEF) or the masked token mean."""
+        if self.cfg.text.pool == "mean":
+            m = mask.unsqueeze(-1).to(tokens.dtype)
+            return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return tokens[:, 0]
 
     def fuse(self, text_tokens, text_mask, image_tokens, image_mask=None) -> torch.Tensor:
         """Fused token states [B, L, Wt] of each (text, image) row pair."""
@@ -179,7 +186,7 @@ class ALBEF(MomentumCopies, nn.Module):
     @torch.no_grad()
     def _momentum_text(self, ids, mask):
         tokens = self.text_encoder_m(ids, mask)
-        return tokens, F.normalize(self.text_proj_m(tokens[:, 0]), dim=-1)
+        return tokens, F.normalize(self.text_proj_m(self._text_pool(tokens, mask)), dim=-1)
 
     # ---------------------------------------------------------------- queue
 

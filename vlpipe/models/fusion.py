@@ -120,7 +120,7 @@ class FusionEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([FusionLayer(cfg, image_width) for _ in range(cfg.fusion_layers)])
         self.grad_checkpointing = False
-        init_bert_weights(self)
+        init_bert_weights(self, cfg.init_std)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

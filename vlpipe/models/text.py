@@ -74,7 +74,7 @@ class TextEncoder(nn.Module):
         self.layer = nn.ModuleList([BertLayer(bc, layer_idx=i) for i in range(cfg.text_layers)])
         self.width = cfg.width
         self.grad_checkpointing = False
-        init_bert_weights(self)
+        init_bert_weights(self, cfg.init_std)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
