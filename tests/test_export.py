@@ -122,3 +122,31 @@ def test_conv_stem_image_tower_is_refused_for_hf_but_safetensors_works(tiny_chec
     assert not (tmp_path / "hf").exists()
     run_cli(root, "export", "safetensors", "--checkpoint", "ck", "--out", tmp_path / "st")
     assert (tmp_path / "st" / "model.safetensors").is_file()
+
+
+def test_hf_export_records_a_mean_pooled_itc_text_feature(checkpoint, tmp_path):
+    """With model.text.pool=mean the exported recipe is the masked mean, and following it gives
+    vlpipe's own text feature."""
+    from transformers import BertModel
+
+    root, _ = checkpoint
+    out = tmp_path / "hf"
+    r = run_cli(root, "import", "albef", root.parent / "albef.pth", "--out", "ck-mean", "--config", "albef-tiny",
+                "--tokenizer", root.parent / "tok", "--set", "model.text.pool=mean")
+    r = run_cli(root, "export", "hf", "--checkpoint", "ck-mean", "--out", out)
+    assert "mean" in r.output
+    info = json.loads((out / "vlpipe_export.json").read_text())
+    assert info["itc"]["text_pool"] == "mean" and "mask" in info["itc"]["use"]
+
+    from vlpipe.models.export import load_for_export
+
+    model = load_for_export(root / "checkpoints" / "ck-mean").model.eval()
+    bert = BertModel.from_pretrained(str(out), add_pooling_layer=False).eval()
+    heads = load_file(str(out / "itc_heads.safetensors"))
+    ids = torch.tensor([[2, 10, 11, 3, 0], [2, 12, 13, 14, 3]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        h = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        feat = torch.nn.functional.normalize(pooled @ heads["text_proj.weight"].T + heads["text_proj.bias"], dim=-1)
+        assert torch.allclose(feat, model.encode_text(ids, mask)[1], atol=1e-5)

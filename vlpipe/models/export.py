@@ -15,7 +15,9 @@
     arguments that rebuild it and the input normalisation. ``model.forward_features(images)``
     returns vlpipe's image tokens [B, 1 + N, width] (index 0 = [CLS]).
   - ``itc_heads.safetensors``: ``vision_proj.*``, ``text_proj.*`` and ``temp``, so the contrastive
-    embeddings are ``normalize(proj(tokens[:, 0]))`` of either tower.
+    embeddings are ``normalize(vision_proj(image_tokens[:, 0]))`` and ``normalize(text_proj(p))``
+    where ``p`` is the text [CLS] state (``model.text.pool=cls``, ALBEF's) or the attention-masked
+    mean of the text states (``pool=mean``); ``vlpipe_export.json`` records which (``itc.text_pool``).
   - ``vlpipe_export.json``: what the folder holds and where it came from.
 
 * :func:`export_safetensors` writes the whole model: ``model.safetensors`` with every state-dict
@@ -219,6 +221,13 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(p, dst / p.name)
 
 
+# how the text state the ITC head reads is taken from last_hidden_state, per model.text.pool
+_TEXT_POOL_EXPR = {
+    "cls": "text_hidden[:, 0]",
+    "mean": "(text_hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)",
+}
+
+
 def export_hf(ck: LoadedCheckpoint, out: str | Path, overwrite: bool = False, source: str = "") -> ExportResult:
     """Text tower as a HF ``BertModel`` folder, image tower as timm safetensors + JSON, ITC heads.
     See the module docstring for the files."""
@@ -229,6 +238,9 @@ def export_hf(ck: LoadedCheckpoint, out: str | Path, overwrite: bool = False, so
         f"({t.fusion_layers}), the ITM head and the MLM head are not exported (use `vlpipe export safetensors`)",
         "load with BertModel.from_pretrained(DIR, add_pooling_layer=False): ALBEF has no pooler",
     ]
+    if t.pool != "cls":
+        notes.append(f"ITC text feature pools the text states by {t.pool!r} (not [CLS]): see itc.use in "
+                     f"{EXPORT_INFO}")
     if ck.tokenizer_dir is None:
         notes.append("the checkpoint has no tokenizer: none written")
 
@@ -257,8 +269,9 @@ def export_hf(ck: LoadedCheckpoint, out: str | Path, overwrite: bool = False, so
             "image": {"files": [IMAGE_WEIGHTS, IMAGE_SPEC],
                       "load": "timm.create_model(spec['model_name'], pretrained=False, **spec['kwargs']) then "
                               "load_state_dict(safetensors.torch.load_file(image_encoder.safetensors))"},
-            "itc": {"file": ITC_HEADS, "use": "normalize(vision_proj(image_tokens[:, 0])) . "
-                                              "normalize(text_proj(text_hidden[:, 0])) / temp"},
+            "itc": {"file": ITC_HEADS, "text_pool": t.pool,
+                    "use": "normalize(vision_proj(image_tokens[:, 0])) . normalize(text_proj("
+                           + _TEXT_POOL_EXPR[t.pool] + ")) / temp"},
             "not_exported": ["fusion_encoder (cross-attention layers)", "itm_head", "mlm_head", "momentum copies",
                              "queues"],
             "config": to_dict(cfg),

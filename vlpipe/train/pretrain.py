@@ -89,7 +89,8 @@ def resolve_config(job: PretrainJob, tokenizer) -> Config:
     cfg = dataclasses.replace(job.config)
     model = dataclasses.replace(cfg.model)
     if job.init_text is not None:
-        text = text_config_from_hf(job.init_text, model.text.fusion_layers, max_len=model.text.max_len)
+        text = text_config_from_hf(job.init_text, model.text.fusion_layers, max_len=model.text.max_len,
+                                   pool=model.text.pool, init_std=model.text.init_std)
         if len(tokenizer) != text.vocab_size:
             raise VlpipeError(
                 f"--tokenizer has {len(tokenizer)} tokens but {job.init_text} was trained with "
