@@ -26,7 +26,8 @@ runner = CliRunner()
 
 # A small vlpipe model: 32 px, patch 8, ViT depth 2; 2 text + 1 fusion layers; queue 64.
 SETTINGS = ["model.vision.stem=patch", "model.vision.image_size=32", "model.vision.depth=2", "model.text.text_layers=2",
-            "model.text.fusion_layers=1", "model.queue_size=64"]
+            "model.text.fusion_layers=1", "model.queue_size=64",
+            "model.text.pool=cls"]  # official ALBEF pools [CLS] (the import sets it whatever the preset)
 TEXT_LAYERS = 2
 
 
@@ -146,6 +147,7 @@ def test_import_gives_identical_itc_and_itm(world):
 
     imported, cfg, tokenizer = load_checkpoint(folder)
     assert cfg.model == model.cfg  # every size read back from the shapes
+    assert cfg.model.text.pool == "cls"  # official ALBEF's ITC; albef-tiny itself pools by mean
     inputs = sample_inputs(model)
     sim_a, itm_a = scores(model, *inputs)
     sim_b, itm_b = scores(imported, *inputs)

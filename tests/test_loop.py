@@ -81,3 +81,40 @@ def test_weight_decay_groups():
     decay, plain = opt.param_groups
     assert decay["weight_decay"] == 0.1 and len(decay["params"]) == 1  # only the Linear weight
     assert plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
+
+
+def test_fusion_lr_scale_speeds_up_only_the_fusion_and_itm_parameters():
+    from vlpipe.config import load_config
+    from vlpipe.models.albef import ALBEF
+    from vlpipe.train.loop import fusion_lr_scales
+
+    cfg = load_config("albef-tiny", ["model.text.vocab_size=64", "train.fusion_lr_scale=4"])
+    model = ALBEF(cfg.model)
+    opt = make_optimizer(model, 1e-3, 0.02, fusion_lr_scales(cfg.train.fusion_lr_scale))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(lr_of) == len(trainable)  # every trainable parameter once
+    for name, p in trainable:
+        fused = name.startswith(("fusion_encoder.", "itm_head."))
+        assert math.isclose(lr_of[id(p)], 4e-3 if fused else 1e-3), name
+        assert decay_of[id(p)] == (0.0 if p.ndim < 2 or name.endswith(".bias") or "pos_embed" in name
+                                   or "cls_token" in name else 0.02), name
+    # the schedule scales each group's own lr, so the 4x ratio holds at every step
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, 2, 10))
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert len(lrs) == 2 and math.isclose(lrs[1], 4 * lrs[0])
+    assert fusion_lr_scales(1.0) == ()  # the default adds no groups
+
+
+def test_fusion_lr_scale_must_be_positive():
+    import pytest
+
+    from vlpipe.config import load_config
+    from vlpipe.errors import VlpipeError
+
+    with pytest.raises(VlpipeError, match="fusion_lr_scale"):
+        load_config("albef-tiny", ["train.fusion_lr_scale=0"])

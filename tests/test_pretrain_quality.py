@@ -2,8 +2,9 @@
 zero-shot ITC retrieval on the held-out test split is well above chance.
 
 The full-size figure (5k images, 64 px, 500 steps, `make demo`) is in the README; this is the small,
-fast version with the same preset, only at 32 px. Measured (one thread, about 2 minutes): 250 steps give
-mean recall 19.75 (TR@1 5.0, IR@1 2.75, TR@10 36.3, IR@10 34.8) where chance is a mean of 6.7 (R@1 1.25).
+fast version with the same preset, only at 32 px. Measured (one thread, about 1.5 minutes): 250 steps give
+mean recall 23.3 (TR@1 6.25, IR@1 5.25, TR@10 36.3, IR@10 47.3) where chance is a mean of 6.7 (R@1 1.25);
+before albef-tiny's text init_std 0.05 + mean pooling it was 19.75.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ def test_every_loss_falls(trained):
         return sum(r[i] for r in part) / len(part)
 
     first, last = rows[:20], rows[-20:]
-    assert mean(0, last) < mean(0, first) - 0.5  # measured 12.3 -> 10.9
-    assert mean(2, last) < mean(2, first)  # ITM, measured 0.640 -> 0.619
-    assert mean(3, last) < mean(3, first) - 0.5  # MLM, measured 5.95 -> 4.69
+    assert mean(0, last) < mean(0, first) - 0.5  # measured 12.6 -> 9.9
+    assert mean(2, last) < mean(2, first)  # ITM, measured 0.642 -> 0.601
+    assert mean(3, last) < mean(3, first) - 0.5  # MLM, measured 5.95 -> 4.26
     # ITC gains candidates as the queue fills (its starting value is low for that reason), so it is
     # judged against chance: the loss of uniform scores over batch + queue = ln(32 + 512)
-    assert mean(1, last) < math.log(32 + 512) - 0.2  # measured 5.56 vs 6.30
+    assert mean(1, last) < math.log(32 + 512) - 0.2  # measured 5.06 vs 6.30
 
 
 @pytest.mark.slow
@@ -53,7 +54,7 @@ def test_zero_shot_retrieval_is_well_above_chance(trained):
     assert z["split"] == "test" and z["images"] == 80 and z["texts"] == 400
     chance = {k: min(100.0, k * z["chance_r1"]) for k in (1, 5, 10)}
     chance_mean = sum(chance.values()) / 3
-    # measured 19.75 against a chance mean of 6.7; the bound leaves a wide margin for other CPUs
+    # measured 23.3 against a chance mean of 6.7; the bound leaves a wide margin for other CPUs
     assert z["r_mean"] >= 2.0 * chance_mean, z
     assert (z["tr_r10"] + z["ir_r10"]) / 2 >= 2.0 * chance[10], z
     assert (z["tr_r1"] + z["ir_r1"]) / 2 >= 1.5 * chance[1], z  # R@1 on 80 images moves in steps of 1.25

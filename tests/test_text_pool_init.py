@@ -31,8 +31,11 @@ def test_mean_pool_is_the_masked_token_mean_and_ignores_padding():
     assert torch.allclose(feat, feat_m, atol=1e-6)  # momentum copy starts equal and pools the same way
 
 
-def test_cls_pool_is_the_default_and_reads_the_first_token():
-    m = _model()
+def test_cls_pool_reads_the_first_token_and_is_albefs_default():
+    from vlpipe.config import TextConfig
+
+    assert TextConfig().pool == "cls" and TextConfig().init_std == 0.02  # ALBEF / BERT
+    m = _model("model.text.pool=cls")
     assert m.cfg.text.pool == "cls"
     ids, mask = torch.tensor([[2, 10, 11, 3]]), torch.ones(1, 4, dtype=torch.long)
     with torch.no_grad():
@@ -41,7 +44,7 @@ def test_cls_pool_is_the_default_and_reads_the_first_token():
 
 
 def test_init_std_sets_the_spread_of_fresh_text_and_fusion_weights():
-    small, large = _model(), _model("model.text.init_std=0.05")
+    small, large = _model("model.text.init_std=0.02"), _model("model.text.init_std=0.05")
     for name in ("text_encoder.layer.0.attention.self.query.weight", "fusion_encoder.layer.0.crossattention.self.key.weight"):
         a, b = small.get_parameter(name).std().item(), large.get_parameter(name).std().item()
         assert a == pytest.approx(0.02, rel=0.1) and b == pytest.approx(0.05, rel=0.1), (name, a, b)

@@ -290,6 +290,8 @@ def resolve_import_config(
                      f"--set model.{section}.heads=N if the source used others)")
     for key, value in {**inferred, **heads}.items():
         _set_field(cfg, key, value)
+    # official ALBEF's ITC reads the text [CLS], whatever the base preset chose (albef-tiny: mean)
+    _set_field(cfg, "model.text.pool", "cls")
     user_keys = set()
     for o in overrides:
         apply_override(cfg, o)

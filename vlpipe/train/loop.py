@@ -36,6 +36,8 @@ class LoopSettings:
     precision: str = "auto"  # auto | bf16 | fp32
     checkpoint_every: int = 0  # optimizer steps; 0 = only at the end
     min_lr_ratio: float = 0.0
+    # lr multipliers by module name: a parameter any of whose dotted name parts is a key gets lr x value
+    lr_scales: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_train_config(cls, tr: Any, total_steps: int, checkpoint_every: int = 0) -> LoopSettings:
@@ -44,7 +46,16 @@ class LoopSettings:
             total_steps=total_steps, lr=tr.lr, weight_decay=tr.weight_decay, warmup_steps=tr.warmup_steps,
             grad_accum=tr.grad_accum, clip_grad=tr.clip_grad, precision=tr.precision,
             checkpoint_every=checkpoint_every, min_lr_ratio=tr.min_lr / tr.lr if tr.lr else 0.0,
+            lr_scales=fusion_lr_scales(tr.fusion_lr_scale),
         )
+
+
+#: The cross-modal modules that train.fusion_lr_scale speeds up (momentum copies take no gradient).
+FUSION_MODULES = ("fusion_encoder", "itm_head")
+
+
+def fusion_lr_scales(scale: float) -> tuple[tuple[str, float], ...]:
+    return () if scale == 1.0 else tuple((name, scale) for name in FUSION_MODULES)
 
 
 def no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -52,14 +63,25 @@ def no_decay(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim < 2 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    decay, plain = [], []
+def lr_scale_of(name: str, lr_scales: tuple[tuple[str, float], ...]) -> float:
+    parts = set(name.split("."))
+    return next((scale for module, scale in lr_scales if module in parts), 1.0)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   lr_scales: tuple[tuple[str, float], ...] = ()) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: weight-decay and no-decay groups, each split further
+    by lr multiplier (``lr_scales``); the schedule scales every group's own lr."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (plain if no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in decay + plain) and bool(decay + plain)
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+            groups.setdefault((not no_decay(name, p), lr_scale_of(name, lr_scales)), []).append(p)
+    params = [p for ps in groups.values() for p in ps]
+    fused = all(p.is_cuda for p in params) and bool(params)
+    return torch.optim.AdamW(
+        [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale}
+         for (decay, scale), ps in groups.items() if ps or scale == 1.0],
+        lr=lr, betas=(0.9, 0.999), fused=fused or None)
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -114,7 +136,7 @@ def train_loop(
     end with a state that ``resume=`` accepts to continue the run exactly.
     """
     progress = progress or NullProgress()
-    opt = make_optimizer(model, settings.lr, settings.weight_decay)
+    opt = make_optimizer(model, settings.lr, settings.weight_decay, settings.lr_scales)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_with_warmup(s, settings.warmup_steps, settings.total_steps, settings.min_lr_ratio)
     )
