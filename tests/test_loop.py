@@ -83,21 +83,21 @@ def test_weight_decay_groups():
     assert plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
 
 
-def test_fusion_lr_scale_speeds_up_only_the_fusion_and_itm_parameters():
+def test_module_lr_scales_change_only_their_modules():
     from vlpipe.config import load_config
     from vlpipe.models.albef import ALBEF
-    from vlpipe.train.loop import fusion_lr_scales
+    from vlpipe.train.loop import module_lr_scales
 
-    cfg = load_config("albef-tiny", ["model.text.vocab_size=64", "train.fusion_lr_scale=4"])
+    cfg = load_config("albef-tiny", ["model.text.vocab_size=64", "train.fusion_lr_scale=4", "train.text_lr_scale=0.5"])
     model = ALBEF(cfg.model)
-    opt = make_optimizer(model, 1e-3, 0.02, fusion_lr_scales(cfg.train.fusion_lr_scale))
+    opt = make_optimizer(model, 1e-3, 0.02, module_lr_scales(cfg.train.fusion_lr_scale, cfg.train.text_lr_scale))
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert len(lr_of) == len(trainable)  # every trainable parameter once
     for name, p in trainable:
-        fused = name.startswith(("fusion_encoder.", "itm_head."))
-        assert math.isclose(lr_of[id(p)], 4e-3 if fused else 1e-3), name
+        fused, text = name.startswith(("fusion_encoder.", "itm_head.")), name.startswith("text_encoder.")
+        assert math.isclose(lr_of[id(p)], 4e-3 if fused else 5e-4 if text else 1e-3), name
         assert decay_of[id(p)] == (0.0 if p.ndim < 2 or name.endswith(".bias") or "pos_embed" in name
                                    or "cls_token" in name else 0.02), name
     # the schedule scales each group's own lr, so the 4x ratio holds at every step
@@ -106,15 +106,16 @@ def test_fusion_lr_scale_speeds_up_only_the_fusion_and_itm_parameters():
         opt.step()
         sched.step()
     lrs = sorted({g["lr"] for g in opt.param_groups})
-    assert len(lrs) == 2 and math.isclose(lrs[1], 4 * lrs[0])
-    assert fusion_lr_scales(1.0) == ()  # the default adds no groups
+    assert len(lrs) == 3 and math.isclose(lrs[2], 4 * lrs[1]) and math.isclose(lrs[0], 0.5 * lrs[1])
+    assert module_lr_scales() == ()  # the defaults add no groups
 
 
-def test_fusion_lr_scale_must_be_positive():
+def test_lr_scales_must_be_positive():
     import pytest
 
     from vlpipe.config import load_config
     from vlpipe.errors import VlpipeError
 
-    with pytest.raises(VlpipeError, match="fusion_lr_scale"):
-        load_config("albef-tiny", ["train.fusion_lr_scale=0"])
+    for bad in ("train.fusion_lr_scale=0", "train.text_lr_scale=-1"):
+        with pytest.raises(VlpipeError, match="lr_scale"):
+            load_config("albef-tiny", [bad])

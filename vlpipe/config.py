@@ -106,6 +106,7 @@ class TrainConfig:
     grad_accum: int = 1
     clip_grad: float = 0.0  # max grad norm; 0 = no clipping
     fusion_lr_scale: float = 1.0  # lr multiplier of the fusion encoder and ITM head (they start from scratch)
+    text_lr_scale: float = 1.0  # lr multiplier of the text encoder (word embeddings included)
     crop_min_scale: float = 0.5  # random-resized-crop keeps this much of the image area at least (1 = no crop)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     seed: int = 42
@@ -413,7 +414,7 @@ def validate(cfg: Config) -> Config:
     need(tr.batch_size > 0 and tr.grad_accum > 0, "train.batch_size and train.grad_accum must be positive")
     need(tr.epochs > 0 or tr.steps > 0, "train.epochs or train.steps must be positive")
     need(tr.warmup_steps >= 0 and tr.clip_grad >= 0, "train.warmup_steps and train.clip_grad must be >= 0")
-    need(tr.fusion_lr_scale > 0, "train.fusion_lr_scale must be > 0")
+    need(tr.fusion_lr_scale > 0 and tr.text_lr_scale > 0, "train.fusion_lr_scale and train.text_lr_scale must be > 0")
     need(tr.precision in ("auto", "bf16", "fp32"), f"train.precision {tr.precision!r}: use auto, bf16 or fp32")
     return cfg
 

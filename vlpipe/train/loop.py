@@ -46,16 +46,20 @@ class LoopSettings:
             total_steps=total_steps, lr=tr.lr, weight_decay=tr.weight_decay, warmup_steps=tr.warmup_steps,
             grad_accum=tr.grad_accum, clip_grad=tr.clip_grad, precision=tr.precision,
             checkpoint_every=checkpoint_every, min_lr_ratio=tr.min_lr / tr.lr if tr.lr else 0.0,
-            lr_scales=fusion_lr_scales(tr.fusion_lr_scale),
+            lr_scales=module_lr_scales(tr.fusion_lr_scale, tr.text_lr_scale),
         )
 
 
-#: The cross-modal modules that train.fusion_lr_scale speeds up (momentum copies take no gradient).
+#: Modules whose lr train.fusion_lr_scale / train.text_lr_scale multiply (momentum copies take no
+#: gradient). The text tower's word embeddings are tied to the MLM decoder: they follow text_lr_scale.
 FUSION_MODULES = ("fusion_encoder", "itm_head")
+TEXT_MODULES = ("text_encoder",)
 
 
-def fusion_lr_scales(scale: float) -> tuple[tuple[str, float], ...]:
-    return () if scale == 1.0 else tuple((name, scale) for name in FUSION_MODULES)
+def module_lr_scales(fusion: float = 1.0, text: float = 1.0) -> tuple[tuple[str, float], ...]:
+    """``LoopSettings.lr_scales`` for the given multipliers (empty when both are 1)."""
+    return tuple((name, scale) for modules, scale in ((FUSION_MODULES, fusion), (TEXT_MODULES, text))
+                 if scale != 1.0 for name in modules)
 
 
 def no_decay(name: str, p: torch.nn.Parameter) -> bool:
