@@ -75,7 +75,8 @@ def lr_scale_of(name: str, lr_scales: tuple[tuple[str, float], ...]) -> float:
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
                    lr_scales: tuple[tuple[str, float], ...] = ()) -> torch.optim.AdamW:
     """AdamW over the trainable parameters: weight-decay and no-decay groups, each split further
-    by lr multiplier (``lr_scales``); the schedule scales every group's own lr."""
+    by lr multiplier (``lr_scales``); the schedule scales every group's own lr. The two unscaled
+    groups always come first (even when empty), so ``param_groups[0]["lr"]`` is the base lr."""
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
         if p.requires_grad:
