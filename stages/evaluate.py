@@ -132,7 +132,7 @@ def retrieval(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     max_images: int = typer.Option(None, "--max-images", help="Only the first N images of the split (and their captions)."),
     rerank_score: str = typer.Option(DEFAULT_RERANK_SCORE, "--rerank-score",
-                                     help="Headline rerank score: itm (ALBEF paper: ITM alone) or itm+itc (LAVIS: plus ITC). Both are reported."),
+                                     help="Headline rerank score: itm (ALBEF paper: ITM alone), itm+itc (LAVIS: plus the ITC cosine) or itm+itc/temp (plus the ITC logit, cosine / temperature). All are reported."),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers decoding images."),
     out: str = typer.Option(None, "--out", help="Results artifact name (default <checkpoint>-retrieval-<split>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),
@@ -189,15 +189,15 @@ def retrieval(
 
 def _print_retrieval(metrics: dict, ev, art: Artifact) -> None:
     head = metrics["rerank_score"]
-    other = [m for m in RERANK_SCORES if m != head][0]
     t = Table(title=f"retrieval: {metrics['checkpoint']} on {metrics['dataset']}/{metrics['split']} "
                     f"({ev.images} images, {ev.texts} texts)")
     t.add_column("scoring", no_wrap=True)
     for label, _ in RECALL_COLUMNS:
         t.add_column(label, justify="right")
     t.add_row("ITC", *(f"{ev.itc[k]:.2f}" for _, k in RECALL_COLUMNS))
-    t.add_row(f"ITC+ITM rerank ({head})", *(f"{ev.rerank[head][k]:.2f}" for _, k in RECALL_COLUMNS), style="bold")
-    t.add_row(f"ITC+ITM rerank ({other})", *(f"{ev.rerank[other][k]:.2f}" for _, k in RECALL_COLUMNS), style="dim")
+    t.add_row(f"rerank {head}", *(f"{ev.rerank[head][k]:.2f}" for _, k in RECALL_COLUMNS), style="bold")
+    for other in (m for m in RERANK_SCORES if m != head):
+        t.add_row(f"rerank {other}", *(f"{ev.rerank[other][k]:.2f}" for _, k in RECALL_COLUMNS), style="dim")
     console.print(t)
     if metrics["k_test_i2t"] < metrics["k_test"] or metrics["k_test_t2i"] < metrics["k_test"]:
         console.print(f"k_test {metrics['k_test']} clamped to the split: {metrics['k_test_i2t']} texts per image "

@@ -38,7 +38,7 @@ def rerank(
     out: str = typer.Option(..., "--out", help="Name of the results artifact to write."),
     checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint whose ITM head rescores (default: from the candidates artifact's lineage)."),
     data: str = typer.Option(None, "--data", help="Dataset holding the image bytes (default: image_path column, or the candidates' lineage)."),
-    rerank_score: str = typer.Option(DEFAULT_RERANK_SCORE, "--rerank-score", help="itm (ALBEF paper: ITM alone) or itm+itc (LAVIS: plus the itc column)."),
+    rerank_score: str = typer.Option(DEFAULT_RERANK_SCORE, "--rerank-score", help="itm (ALBEF paper: ITM alone), itm+itc (LAVIS: plus the itc column) or itm+itc/temp (plus itc / the model's temperature)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per encoder batch and (query, image) pairs per ITM batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),

@@ -31,7 +31,7 @@ def retrieve(
     rerank: int = typer.Option(None, "--rerank", help="Rescore the top K hits with ITM (default 16; 0 = ITC order only).", show_default=False),
     checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint encoding the queries (default: the one that embedded the index, from its lineage)."),
     data: str = typer.Option(None, "--data", help="Dataset holding the image bytes for the rerank (default: from the index lineage)."),
-    rerank_score: str = typer.Option(DEFAULT_RERANK_SCORE, "--rerank-score", help="itm (ALBEF paper: ITM alone) or itm+itc (LAVIS: plus ITC)."),
+    rerank_score: str = typer.Option(DEFAULT_RERANK_SCORE, "--rerank-score", help="itm (ALBEF paper: ITM alone), itm+itc (LAVIS: plus the ITC cosine) or itm+itc/temp (plus the ITC logit: cosine / the model's temperature)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     out: str = typer.Option(None, "--out", help="Results artifact name for --queries (default <index>-<file name>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results artifact of that name."),

@@ -42,15 +42,15 @@ def test_artifact_files_and_ranges(evaluated):
     assert {(i["kind"], i["name"]) for i in manifest["inputs"]} == {("checkpoint", "ck"), ("dataset", "w")}
     m = _metrics(root, "ck-retrieval-test")
     assert m["images"] == 4 and m["texts"] == 20 and m["rerank_score"] == "itm"
-    for block in (m["itc"], m["rerank"]["itm"], m["rerank"]["itm+itc"], m["headline"]):
+    for block in (m["itc"], m["rerank"]["itm"], m["rerank"]["itm+itc"], m["rerank"]["itm+itc/temp"], m["headline"]):
         assert set(METRICS) <= set(block)
         assert all(0.0 <= block[k] <= 100.0 for k in METRICS)
     assert m["headline"] == m["rerank"]["itm"]
     rows = pq.read_table(folder / "metrics.parquet").to_pylist()
-    assert len(rows) == 3 * len(METRICS)
-    assert {r["scoring"] for r in rows} == {"itc", "rerank:itm", "rerank:itm+itc"}
+    assert len(rows) == 4 * len(METRICS)
+    assert {r["scoring"] for r in rows} == {"itc", "rerank:itm", "rerank:itm+itc", "rerank:itm+itc/temp"}
     assert {r["scoring"] for r in rows if r["headline"]} == {"rerank:itm"}
-    for label in ("ITC", "ITC+ITM rerank (itm)", "TR@1", "IR@10", "mean"):
+    for label in ("ITC", "rerank itm", "rerank itm+itc/temp", "TR@1", "IR@10", "mean"):
         assert label in out
 
 
@@ -110,7 +110,7 @@ def test_perfect_itm_library_level():
     """Same check without a model: 3 images x 2 captions, ITC ranks everything wrong."""
     t2i = torch.tensor([0, 0, 1, 1, 2, 2])
     sim = -(t2i[None, :] == torch.arange(3)[:, None]).float()  # true pairs score lowest
-    both = rerank_lib.rerank_both_directions(sim, 6, lambda i, t: (t2i[t] == i).float())
+    both = rerank_lib.rerank_both_directions(sim, 6, lambda i, t: (t2i[t] == i).float(), temp=1.0)
     itc, rr = rerank_lib.retrieval_metrics(sim, t2i.numpy(), both)
     assert itc["tr_r1"] == 0.0 and itc["ir_r1"] == 0.0
     assert rr["itm"]["tr_r1"] == 100.0 and rr["itm"]["ir_r1"] == 100.0

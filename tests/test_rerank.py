@@ -15,6 +15,7 @@ from vlpipe.retrieval.rerank import (
     PairScorer,
     Reranked,
     combine,
+    itc_temperature,
     itm_scores,
     match_probability,
     rerank_both_directions,
@@ -73,17 +74,34 @@ def test_batched_across_queries_equals_one_query_at_a_time(banks):
 
 def test_combine_modes():
     itm, itc = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.1, 0.9, 0.3])
-    assert RERANK_SCORES == ("itm", "itm+itc")
+    assert RERANK_SCORES == ("itm", "itm+itc", "itm+itc/temp")
     torch.testing.assert_close(combine(itm, itc, "itm"), itm)
     torch.testing.assert_close(combine(itm, itc, "itm+itc"), itm + itc)
+    torch.testing.assert_close(combine(itm, itc, "itm+itc/temp", 0.05), itm + itc * 20.0)
+    with pytest.raises(VlpipeError, match="temperature"):
+        combine(itm, itc, "itm+itc/temp")  # the logit needs the model's temperature
     out = combine(itm, itc)  # the paper's ITM-only score is the default
     out[0] = 99.0
     assert itm[0] == 2.0  # a copy, never the caller's tensor
     with pytest.raises(VlpipeError, match="itm\\+itc"):
         combine(itm, itc, "itc+itm")
-    r = Reranked(torch.tensor([[2, 0, 1]]), itc[None], itm[None])
+    r = Reranked(torch.tensor([[2, 0, 1]]), itc[None], itm[None], temp=0.05)
     assert r.order("itm").tolist() == [[0, 2, 1]]
     assert r.order("itm+itc").tolist() == [[0, 2, 1]]
+    # as logits the ITC gaps (0.8 cosine = 16 at temperature 0.05) outweigh the ITM log-odds
+    assert r.order("itm+itc/temp").tolist() == [[1, 2, 0]]
+
+
+def test_itc_temperature_is_the_clamped_learned_value(tiny_checkpoint):
+    from vlpipe.train.pretrain import load_checkpoint
+
+    model = load_checkpoint(tiny_checkpoint)[0]  # its own copy: the module's banks stay untouched
+    with torch.no_grad():
+        model.temp.fill_(0.05)
+    assert itc_temperature(model) == pytest.approx(0.05)
+    with torch.no_grad():
+        model.temp.fill_(1e-6)  # below the clamp: training would have used temp_min
+    assert itc_temperature(model) == pytest.approx(model.cfg.temp_min)
 
 
 def test_non_candidates_stay_below_candidates_in_itc_order():
@@ -91,7 +109,7 @@ def test_non_candidates_stay_below_candidates_in_itc_order():
                         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
     cand, itc = topk_candidates(sim, 2)
     assert cand.tolist() == [[0, 1], [5, 4]]
-    r = Reranked(cand, itc, torch.tensor([[-50.0, -60.0], [-70.0, -80.0]]))  # very low ITM scores
+    r = Reranked(cand, itc, torch.tensor([[-50.0, -60.0], [-70.0, -80.0]]), temp=0.07)  # very low ITM scores
     for mode in RERANK_SCORES:
         full = r.full_matrix(sim, mode)
         for q in range(2):

@@ -21,6 +21,7 @@ from vlpipe.artifacts import ArtifactBuilder, artifact_path, resolve
 from vlpipe.data.shards import list_shards
 from vlpipe.retrieval.embed import embed_images, embed_texts, load_eval_set
 from vlpipe.retrieval.index import build_index, choose_layout, save_index
+from vlpipe.retrieval.rerank import itc_temperature
 from vlpipe.retrieval.schema import embeddings_schema
 from vlpipe.stages.cli import app
 from vlpipe.train.pretrain import load_checkpoint
@@ -103,6 +104,11 @@ def test_rerank_orders_by_itm_and_zero_keeps_itc_order(image_index):
     assert combined == sorted(combined, reverse=True)
     for h in both:
         assert h["score"] == pytest.approx(h["itm"] + h["itc"], abs=1e-4)
+    logit = _json(image_index, "--index", "ti", "--query", q, "--k", "8", "--rerank", "8",
+                  "--rerank-score", "itm+itc/temp")["results"]
+    temp = itc_temperature(load_checkpoint(resolve("ck", "checkpoint", image_index).path)[0])
+    for h in logit:
+        assert h["score"] == pytest.approx(h["itm"] + h["itc"] / temp, rel=1e-4, abs=1e-3)
 
 
 def test_rerank_fewer_than_k_puts_the_rest_in_itc_order(image_index):

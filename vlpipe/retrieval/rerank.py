@@ -9,9 +9,12 @@ module holds that second step, as pure functions of tensors and a model:
   softmax match probability). It ranks exactly as the probability the paper calls ``p_itm`` does,
   but does not saturate at 1.0 in float32 (no ties between confident candidates). Convert it with
   :func:`match_probability` for display.
-- **The rerank score** (:func:`combine`) is either ``itm`` (the paper's choice: the ITM score alone;
-  the default) or ``itm+itc`` (ITM log-odds plus the ITC cosine similarity, as LAVIS ranks). Both
-  come out of the same ITM forward passes, so an evaluation reports both at the cost of one.
+- **The rerank score** (:func:`combine`) is ``itm`` (the paper's choice: the ITM score alone; the
+  default), ``itm+itc`` (ITM log-odds plus the ITC cosine similarity, as LAVIS ranks) or
+  ``itm+itc/temp`` (ITM log-odds plus the ITC *logit*, cosine / the model's learned temperature:
+  the sum of two log-scores, so neither drowns the other; a weak ITM head cannot undo a good ITC
+  order, since a cosine gap of 0.1 at temperature 0.03 weighs 3.3 units of log-odds). All come
+  out of the same ITM forward passes, so an evaluation reports every one at the cost of one.
 - **Batching across queries**: the (query, candidate) pairs of many queries are flattened and sent
   through the fusion encoder ``batch_size`` pairs at a time, so a query with K candidates costs
   K / batch_size forward passes, not K (nor one per query).
@@ -34,8 +37,10 @@ from vlpipe.metrics.retrieval import recall_at_k
 from vlpipe.progress import NullProgress, Progress
 
 #: Rerank score definitions: ``itm`` = ITM log-odds alone (ALBEF paper), ``itm+itc`` = plus the ITC
-#: cosine similarity (LAVIS).
-RERANK_SCORES = ("itm", "itm+itc")
+#: cosine similarity (LAVIS), ``itm+itc/temp`` = plus the ITC logit (cosine / temperature).
+RERANK_SCORES = ("itm", "itm+itc", "itm+itc/temp")
+#: the modes that read the ITC similarity (a candidates table needs an ``itc`` column for them)
+USES_ITC = ("itm+itc", "itm+itc/temp")
 DEFAULT_RERANK_SCORE = "itm"
 
 #: (image indices [N], text indices [N]) -> ITM scores [N] (float32, CPU).
@@ -66,13 +71,26 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def combine(itm: torch.Tensor, itc: torch.Tensor, mode: str = DEFAULT_RERANK_SCORE) -> torch.Tensor:
-    """The score reranked candidates are ordered by: ``itm`` (paper) or ``itm + itc`` (LAVIS)."""
+def itc_temperature(model) -> float:
+    """The ITC temperature a model's logits use: its learned ``temp``, clamped as training clamps it."""
+    lo, hi = float(model.cfg.temp_min), float(getattr(model, "TEMP_MAX", 0.5))
+    return min(hi, max(lo, float(model.temp.detach())))
+
+
+def combine(itm: torch.Tensor, itc: torch.Tensor, mode: str = DEFAULT_RERANK_SCORE,
+            temp: float | None = None) -> torch.Tensor:
+    """The score reranked candidates are ordered by: ``itm`` (paper), ``itm + itc`` (LAVIS) or
+    ``itm + itc / temp`` (``temp``: the model's ITC temperature, :func:`itc_temperature`)."""
     check_mode(mode)
     itm = torch.as_tensor(itm, dtype=torch.float32)
     if mode == "itm":
         return itm.clone()
-    return itm + torch.as_tensor(itc, dtype=torch.float32)
+    itc = torch.as_tensor(itc, dtype=torch.float32)
+    if mode == "itm+itc":
+        return itm + itc
+    if temp is None or not temp > 0:
+        raise VlpipeError(f"--rerank-score {mode}: needs the model's ITC temperature (got {temp!r})")
+    return itm + itc / float(temp)
 
 
 @torch.no_grad()
@@ -136,9 +154,10 @@ class Reranked:
     candidates: torch.Tensor  # [Q, K] long: item index of each candidate (ITC order)
     itc: torch.Tensor  # [Q, K] float: ITC similarity
     itm: torch.Tensor  # [Q, K] float: ITM log-odds
+    temp: float | None = None  # the model's ITC temperature (for ``itm+itc/temp``)
 
     def scores(self, mode: str = DEFAULT_RERANK_SCORE) -> torch.Tensor:
-        return combine(self.itm, self.itc, mode)
+        return combine(self.itm, self.itc, mode, self.temp)
 
     def order(self, mode: str = DEFAULT_RERANK_SCORE) -> torch.Tensor:
         """[Q, K] positions into ``candidates`` sorted by the rerank score, best first (stable: equal
@@ -183,11 +202,12 @@ def score_flat_pairs(image_idx: torch.Tensor, text_idx: torch.Tensor, score_fn: 
 
 def rerank_candidates(candidates: torch.Tensor, itc: torch.Tensor, score_fn: PairScoreFn,
                       queries_are: str, batch_size: int = 128,
-                      on_queries: Callable[[int], None] | None = None) -> Reranked:
+                      on_queries: Callable[[int], None] | None = None, temp: float | None = None) -> Reranked:
     """ITM-score every (query, candidate) pair of ``candidates`` [Q, K], batched across queries.
 
     ``queries_are``: ``"text"`` (query q is text row q, candidates are image rows) or ``"image"``
     (query q is image row q, candidates are text rows). ``on_queries(n)`` reports queries finished.
+    ``temp``: the model's ITC temperature, kept for the ``itm+itc/temp`` score.
     """
     if queries_are not in ("text", "image"):
         raise ValueError(f"queries_are must be 'text' or 'image', not {queries_are!r}")
@@ -207,7 +227,7 @@ def rerank_candidates(candidates: torch.Tensor, itc: torch.Tensor, score_fn: Pai
     flat = score_flat_pairs(img, txt, score_fn, batch_size, report)
     if on_queries and done[0] < q:
         on_queries(q - done[0])
-    return Reranked(candidates, torch.as_tensor(itc, dtype=torch.float32), flat.view(q, k))
+    return Reranked(candidates, torch.as_tensor(itc, dtype=torch.float32), flat.view(q, k), temp)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,13 +245,14 @@ class BothDirections:
 
 
 def rerank_both_directions(sim_i2t: torch.Tensor, k_test: int, score_fn: PairScoreFn, batch_size: int = 128,
-                           progress: Progress | None = None, task: str = "rerank") -> BothDirections:
+                           progress: Progress | None = None, task: str = "rerank",
+                           temp: float | None = None) -> BothDirections:
     """The k_test protocol on an [images, texts] ITC matrix.
 
     Each image query takes its top ``min(k_test, texts)`` texts and each text query its top
     ``min(k_test, images)`` images. A pair that is a candidate in both directions is scored once.
     Pairs go through ``score_fn(image_idx, text_idx)`` in batches that span queries; progress counts
-    queries (images first, then texts).
+    queries (images first, then texts). ``temp``: the model's ITC temperature (``itm+itc/temp``).
     """
     progress = progress or NullProgress()
     sim = torch.as_tensor(sim_i2t, dtype=torch.float32)
@@ -276,8 +297,8 @@ def rerank_both_directions(sim_i2t: torch.Tensor, k_test: int, score_fn: PairSco
     per_uniq[order] = scored
     per_key = per_uniq[inverse]
     return BothDirections(
-        Reranked(c_i2t, s_i2t, per_key[:n_i2t].view(n_img, ki)),
-        Reranked(c_t2i, s_t2i, per_key[n_i2t:].view(n_txt, kt)),
+        Reranked(c_i2t, s_i2t, per_key[:n_i2t].view(n_img, ki), temp),
+        Reranked(c_t2i, s_t2i, per_key[n_i2t:].view(n_txt, kt), temp),
         itm_pairs=len(uniq),
     )
 
@@ -385,7 +406,8 @@ def evaluate_retrieval(model, tokenizer, es, image_size: int, max_len: int, k_te
     t1 = time.perf_counter()
     sim = enc.image_feat @ enc.text_feat.T
     scorer = PairScorer(model, enc.image_tokens, enc.text_tokens, enc.text_mask, batch_size=batch_size)
-    both = rerank_both_directions(sim, k_test, scorer, batch_size=batch_size, progress=progress)
+    both = rerank_both_directions(sim, k_test, scorer, batch_size=batch_size, progress=progress,
+                                  temp=itc_temperature(model))
     t2 = time.perf_counter()
     itc, reranked = retrieval_metrics(sim, es.text_to_image, both)
     return RetrievalEval(

@@ -32,10 +32,12 @@ from vlpipe.progress import NullProgress, Progress
 from vlpipe.retrieval.rerank import (
     DEFAULT_RERANK_SCORE,
     PairScorer,
+    USES_ITC,
     check_mode,
     combine,
     encode_images,
     encode_texts,
+    itc_temperature,
     match_probability,
     rerank_candidates,
 )
@@ -322,7 +324,8 @@ class Retriever:
             timing["image_encode_ms"] = _ms(t1)
             t1 = time.perf_counter()
             scorer = PairScorer(self.model, i_tok, q_tok, q_mask, batch_size)
-            reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "text", batch_size)
+            reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "text", batch_size,
+                                         temp=itc_temperature(self.model))
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
         return self._batch(queries, scores, rows, reranked, rerank, k, mode, timing)
@@ -350,7 +353,8 @@ class Retriever:
             timing["caption_encode_ms"] = _ms(t0)
             t1 = time.perf_counter()
             scorer = PairScorer(self.model, i_tok, t_tok, t_mask, batch_size)
-            reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "image", batch_size)
+            reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "image", batch_size,
+                                         temp=itc_temperature(self.model))
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
         return self._batch([str(p) for p in images], scores, rows, reranked, rerank, k, mode, timing)
@@ -471,7 +475,7 @@ def rerank_table(table: pa.Table, model, cfg, tokenizer, images: ImageSource, mo
                  progress: Progress | None = None, task: str = "rerank") -> pa.Table:
     """ITM-rescore a candidates table and rank each query's candidates by the rerank score.
 
-    Input columns: ``query`` (text), ``image_id``; optional ``itc`` (needed for ``itm+itc``) and
+    Input columns: ``query`` (text), ``image_id``; optional ``itc`` (needed for ``itm+itc`` and ``itm+itc/temp``) and
     ``image_path`` (else the bytes come from ``images``' dataset). Every other column is kept.
     Output adds ``itm`` (log-odds), ``p_match``, ``score``, ``rank`` (1-based within the query, by
     score) and, with ``itc``, ``itc_rank``; rows come grouped by query in first-appearance order.
@@ -483,8 +487,8 @@ def rerank_table(table: pa.Table, model, cfg, tokenizer, images: ImageSource, mo
         if need not in names:
             raise InputError("--candidates", f"no {need!r} column (has {', '.join(names)})",
                              "the table needs query, image_id and optionally itc, image_path")
-    if mode == "itm+itc" and "itc" not in names:
-        raise InputError("--candidates", "--rerank-score itm+itc needs an 'itc' column", "or use --rerank-score itm")
+    if mode in USES_ITC and "itc" not in names:
+        raise InputError("--candidates", f"--rerank-score {mode} needs an 'itc' column", "or use --rerank-score itm")
     queries = table.column("query").to_pylist()
     image_ids = table.column("image_id").to_pylist()
     paths = table.column("image_path").to_pylist() if "image_path" in names else [None] * len(queries)
@@ -518,7 +522,7 @@ def rerank_table(table: pa.Table, model, cfg, tokenizer, images: ImageSource, mo
         itm[rows] = scorer(img_idx, txt_idx).numpy()
         progress.advance(task, len(chunk))
     progress.finish(task)
-    score = combine(torch.from_numpy(itm), torch.from_numpy(itc), mode).numpy()
+    score = combine(torch.from_numpy(itm), torch.from_numpy(itc), mode, itc_temperature(model)).numpy()
     order, rank, itc_rank = [], np.zeros(len(queries), np.int32), np.zeros(len(queries), np.int32)
     for q in distinct:
         rows = np.asarray(groups[q])
