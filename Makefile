@@ -49,9 +49,9 @@ demo: $(STAMP)
 	$(VLPIPE) pretrain --shards demo --tokenizer demo-wordpiece --config albef-tiny --steps $(DEMO_STEPS) --workers 1 --eval-images 500 --out demo-albef --overwrite
 	$(VLPIPE) embed --checkpoint demo-albef --data demo --modality image --split all --out demo-images --overwrite
 	$(VLPIPE) index build --embeddings demo-images --out demo-images --overwrite
-	$(VLPIPE) retrieve --index demo-images --query "dog on beach" --k 5
-	$(VLPIPE) retrieve --index demo-images --query "two red circles on snow" --k 5
-	$(VLPIPE) evaluate retrieval --checkpoint demo-albef --data demo --split test --k-test 32 --out demo-retrieval --overwrite
+	$(VLPIPE) retrieve --index demo-images --query "dog on beach" --k 5 --rerank-score itm+itc/temp
+	$(VLPIPE) retrieve --index demo-images --query "two red circles on snow" --k 5 --rerank-score itm+itc/temp
+	$(VLPIPE) evaluate retrieval --checkpoint demo-albef --data demo --split test --k-test 32 --rerank-score itm+itc/temp --out demo-retrieval --overwrite
 	$(VLPIPE) artifacts ls
 
 bench: $(STAMP)
