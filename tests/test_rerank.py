@@ -15,7 +15,6 @@ from vlpipe.retrieval.rerank import (
     PairScorer,
     Reranked,
     combine,
-    itc_temperature,
     itm_scores,
     match_probability,
     rerank_both_directions,
@@ -98,10 +97,10 @@ def test_itc_temperature_is_the_clamped_learned_value(tiny_checkpoint):
     model = load_checkpoint(tiny_checkpoint)[0]  # its own copy: the module's banks stay untouched
     with torch.no_grad():
         model.temp.fill_(0.05)
-    assert itc_temperature(model) == pytest.approx(0.05)
+    assert model.itc_temperature() == pytest.approx(0.05)
     with torch.no_grad():
         model.temp.fill_(1e-6)  # below the clamp: training would have used temp_min
-    assert itc_temperature(model) == pytest.approx(model.cfg.temp_min)
+    assert model.itc_temperature() == pytest.approx(model.cfg.temp_min)
 
 
 def test_non_candidates_stay_below_candidates_in_itc_order():

@@ -21,7 +21,6 @@ from vlpipe.artifacts import ArtifactBuilder, artifact_path, resolve
 from vlpipe.data.shards import list_shards
 from vlpipe.retrieval.embed import embed_images, embed_texts, load_eval_set
 from vlpipe.retrieval.index import build_index, choose_layout, save_index
-from vlpipe.retrieval.rerank import itc_temperature
 from vlpipe.retrieval.schema import embeddings_schema
 from vlpipe.stages.cli import app
 from vlpipe.train.pretrain import load_checkpoint
@@ -106,7 +105,7 @@ def test_rerank_orders_by_itm_and_zero_keeps_itc_order(image_index):
         assert h["score"] == pytest.approx(h["itm"] + h["itc"], abs=1e-4)
     logit = _json(image_index, "--index", "ti", "--query", q, "--k", "8", "--rerank", "8",
                   "--rerank-score", "itm+itc/temp")["results"]
-    temp = itc_temperature(load_checkpoint(resolve("ck", "checkpoint", image_index).path)[0])
+    temp = load_checkpoint(resolve("ck", "checkpoint", image_index).path)[0].itc_temperature()
     for h in logit:
         assert h["score"] == pytest.approx(h["itm"] + h["itc"] / temp, rel=1e-4, abs=1e-3)
 

@@ -151,6 +151,14 @@ class ALBEF(MomentumCopies, nn.Module):
         self.sync_momentum()
         return report
 
+    def _temp_range(self) -> tuple[float, float]:
+        return self.cfg.temp_min, self.TEMP_MAX
+
+    def itc_temperature(self) -> float:
+        """The temperature ITC logits divide by: the learned ``temp`` within the range ``forward``
+        clamps it to (rerank scores that add the ITC logit use it)."""
+        return float(self.temp.detach().clamp(*self._temp_range()))
+
     # ---------------------------------------------------------------- encoders
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,7 +240,7 @@ class ALBEF(MomentumCopies, nn.Module):
         c = self.cfg
         alpha = (c.alpha if alpha is None else float(alpha)) if c.distill else 0.0
         with torch.no_grad():
-            self.temp.clamp_(c.temp_min, self.TEMP_MAX)
+            self.temp.clamp_(*self._temp_range())
         temp = self.temp
 
         image_tokens, image_feat = self.encode_image(images)

@@ -71,16 +71,10 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def itc_temperature(model) -> float:
-    """The ITC temperature a model's logits use: its learned ``temp``, clamped as training clamps it."""
-    lo, hi = float(model.cfg.temp_min), float(getattr(model, "TEMP_MAX", 0.5))
-    return min(hi, max(lo, float(model.temp.detach())))
-
-
 def combine(itm: torch.Tensor, itc: torch.Tensor, mode: str = DEFAULT_RERANK_SCORE,
             temp: float | None = None) -> torch.Tensor:
     """The score reranked candidates are ordered by: ``itm`` (paper), ``itm + itc`` (LAVIS) or
-    ``itm + itc / temp`` (``temp``: the model's ITC temperature, :func:`itc_temperature`)."""
+    ``itm + itc / temp`` (``temp``: the model's ITC temperature, ``ALBEF.itc_temperature()``)."""
     check_mode(mode)
     itm = torch.as_tensor(itm, dtype=torch.float32)
     if mode == "itm":
@@ -407,7 +401,7 @@ def evaluate_retrieval(model, tokenizer, es, image_size: int, max_len: int, k_te
     sim = enc.image_feat @ enc.text_feat.T
     scorer = PairScorer(model, enc.image_tokens, enc.text_tokens, enc.text_mask, batch_size=batch_size)
     both = rerank_both_directions(sim, k_test, scorer, batch_size=batch_size, progress=progress,
-                                  temp=itc_temperature(model))
+                                  temp=model.itc_temperature())
     t2 = time.perf_counter()
     itc, reranked = retrieval_metrics(sim, es.text_to_image, both)
     return RetrievalEval(

@@ -37,7 +37,6 @@ from vlpipe.retrieval.rerank import (
     combine,
     encode_images,
     encode_texts,
-    itc_temperature,
     match_probability,
     rerank_candidates,
 )
@@ -325,7 +324,7 @@ class Retriever:
             t1 = time.perf_counter()
             scorer = PairScorer(self.model, i_tok, q_tok, q_mask, batch_size)
             reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "text", batch_size,
-                                         temp=itc_temperature(self.model))
+                                         temp=self.model.itc_temperature())
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
         return self._batch(queries, scores, rows, reranked, rerank, k, mode, timing)
@@ -354,7 +353,7 @@ class Retriever:
             t1 = time.perf_counter()
             scorer = PairScorer(self.model, i_tok, t_tok, t_mask, batch_size)
             reranked = rerank_candidates(pos, scores[:, :rerank], scorer, "image", batch_size,
-                                         temp=itc_temperature(self.model))
+                                         temp=self.model.itc_temperature())
             timing["itm_ms"] = _ms(t1)
             timing["rerank_ms"] = _ms(t0)
         return self._batch([str(p) for p in images], scores, rows, reranked, rerank, k, mode, timing)
@@ -522,7 +521,7 @@ def rerank_table(table: pa.Table, model, cfg, tokenizer, images: ImageSource, mo
         itm[rows] = scorer(img_idx, txt_idx).numpy()
         progress.advance(task, len(chunk))
     progress.finish(task)
-    score = combine(torch.from_numpy(itm), torch.from_numpy(itc), mode, itc_temperature(model)).numpy()
+    score = combine(torch.from_numpy(itm), torch.from_numpy(itc), mode, model.itc_temperature()).numpy()
     order, rank, itc_rank = [], np.zeros(len(queries), np.int32), np.zeros(len(queries), np.int32)
     for q in distinct:
         rows = np.asarray(groups[q])
