@@ -210,6 +210,13 @@ def test_recipe_defaults_and_overrides():
     assert rt.model.mlm is False and base.model.mlm is True
     paper = finetune_config(load_config("albef-base"), TASKS["retrieval"], [])
     assert paper.train.lr == pytest.approx(1e-5) and paper.train.min_lr == pytest.approx(1e-6)
+    # the fusion layers' lr multiplier is the checkpoint's finetune_fusion_lr_scale (albef-tiny 10, the
+    # paper 1); pre-training's own multipliers are not inherited; --set wins
+    assert (ve.train.fusion_lr_scale, ve.train.text_lr_scale, paper.train.fusion_lr_scale) == (10.0, 1.0, 1.0)
+    odd = load_config("albef-base", ["train.fusion_lr_scale=3", "train.text_lr_scale=0.5"])
+    assert (finetune_config(odd, TASKS["ve"], []).train.fusion_lr_scale,
+            finetune_config(odd, TASKS["ve"], []).train.text_lr_scale) == (1.0, 1.0)
+    assert finetune_config(base, TASKS["vqa"], ["train.fusion_lr_scale=2"]).train.fusion_lr_scale == 2.0
 
 
 def test_eval_stream_covers_every_row_once_in_order(world):

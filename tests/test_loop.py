@@ -109,12 +109,25 @@ def test_module_lr_scales_change_only_their_modules():
     assert module_lr_scales() == ()  # the defaults add no groups
 
 
+def test_vqa_answer_decoder_counts_as_a_fusion_layer():
+    from vlpipe.config import load_config
+    from vlpipe.models.vqa import VQAModel
+    from vlpipe.train.loop import module_lr_scales
+
+    cfg = load_config("albef-tiny", ["model.text.vocab_size=64"])
+    model = VQAModel(cfg.model, distill=False)
+    opt = make_optimizer(model, 1e-3, 0.02, module_lr_scales(10.0))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    scaled = {n.split(".")[0] for n, p in model.named_parameters() if math.isclose(lr_of[id(p)], 1e-2)}
+    assert scaled == {"fusion_encoder", "answer_decoder"}
+
+
 def test_lr_scales_must_be_positive():
     import pytest
 
     from vlpipe.config import load_config
     from vlpipe.errors import VlpipeError
 
-    for bad in ("train.fusion_lr_scale=0", "train.text_lr_scale=-1"):
+    for bad in ("train.fusion_lr_scale=0", "train.text_lr_scale=-1", "train.finetune_fusion_lr_scale=0"):
         with pytest.raises(VlpipeError, match="lr_scale"):
             load_config("albef-tiny", [bad])

@@ -58,10 +58,14 @@ EVAL_JSON = "eval.json"
 
 def finetune_config(base: Config, spec: TaskSpec, overrides: list[str]) -> Config:
     """The pre-trained config with the task's recipe as ``train`` and its model tweaks, then
-    ``overrides``. ``train.min_lr`` follows the recipe's ratio to the final lr unless overridden."""
+    ``overrides``. ``train.min_lr`` follows the recipe's ratio to the final lr unless overridden.
+    Pre-training's lr multipliers are not inherited: the fusion layers' is the checkpoint's
+    ``train.finetune_fusion_lr_scale`` (1 for albef-base, the paper's uniform lr), the text
+    tower's 1."""
     cfg = copy.deepcopy(base)
     r, tr = spec.recipe, cfg.train
     tr.lr = base.train.lr * r.lr_ratio
+    tr.fusion_lr_scale, tr.text_lr_scale = base.train.finetune_fusion_lr_scale, 1.0
     tr.epochs, tr.steps, tr.batch_size = r.epochs, 0, r.batch_size
     tr.warmup_steps, tr.weight_decay, tr.grad_accum = r.warmup_steps, r.weight_decay, 1
     cfg = spec.configure(cfg)
@@ -181,6 +185,9 @@ def prepare_finetune(job: FinetuneJob, world: int = 1) -> FinetunePlan:
                      f"{old // p}x{old // p} -> {new // p}x{new // p} patches")
     notes.append(f"lr {tr.lr:g} (cosine to {tr.min_lr:g}), batch {tr.batch_size} per device, "
                  f"warm-up {tr.warmup_steps} steps; recipe: {spec.recipe.source}")
+    if tr.fusion_lr_scale != 1.0:
+        notes.append(f"fusion layers at {tr.fusion_lr_scale:g}x the lr ({tr.lr * tr.fusion_lr_scale:g}; "
+                     "train.fusion_lr_scale, the checkpoint's train.finetune_fusion_lr_scale by default)")
     blocks = scan_blocks(files, list(job.splits))
     n_samples = sum(b.rows for b in blocks)
     if steps_per_epoch(n_samples, tr.batch_size, world) == 0:

@@ -52,7 +52,8 @@ class LoopSettings:
 
 #: Modules whose lr train.fusion_lr_scale / train.text_lr_scale multiply (momentum copies take no
 #: gradient). The text tower's word embeddings are tied to the MLM decoder: they follow text_lr_scale.
-FUSION_MODULES = ("fusion_encoder", "itm_head")
+#: VQA's answer decoder is initialised from the fusion layers and counts as one of them.
+FUSION_MODULES = ("fusion_encoder", "itm_head", "answer_decoder")
 TEXT_MODULES = ("text_encoder",)
 
 
