@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -198,6 +199,22 @@ def test_transfer_weights_interpolates_and_refuses_partial_loads():
                        src.fusion_encoder.layer[0].crossattention.self.query.weight)
     with pytest.raises(VlpipeError, match="no value for 4"):
         transfer_weights(src, VEModel(cfg.model))  # the head is not declared fresh
+
+
+def test_finetune_notes_name_the_fusion_lr_and_warn_of_a_near_zero_lr(world, ve_run, tmp_path):
+    from vlpipe.finetune.job import FinetuneJob
+    from vlpipe.finetune.run import prepare_finetune
+
+    assert "fusion layers at 10x the lr (0.01;" in ve_run.replace("\n", " ")  # --lr 1e-3, albef-tiny's 10x
+    start = tmp_path / "random"
+    shutil.copytree(world / "checkpoints" / "ck", start)
+    meta = json.loads((start / "config.json").read_text())
+    meta["config"]["train"]["lr"] = 1e-12  # a "random init" written with a near-zero lr
+    (start / "config.json").write_text(json.dumps(meta))
+    job = FinetuneJob("ve", start, world / "datasets" / "ve", root=world)
+    assert any("warning: lr 2e-13" in n and "pass --lr" in n for n in prepare_finetune(job).notes)
+    job.lr = 6e-5
+    assert not any("warning" in n for n in prepare_finetune(job).notes)
 
 
 def test_recipe_defaults_and_overrides():

@@ -185,6 +185,9 @@ def prepare_finetune(job: FinetuneJob, world: int = 1) -> FinetunePlan:
                      f"{old // p}x{old // p} -> {new // p}x{new // p} patches")
     notes.append(f"lr {tr.lr:g} (cosine to {tr.min_lr:g}), batch {tr.batch_size} per device, "
                  f"warm-up {tr.warmup_steps} steps; recipe: {spec.recipe.source}")
+    if tr.lr < 1e-7 and tr.lr == base.train.lr * spec.recipe.lr_ratio:  # e.g. a "random init" written at lr ~0
+        notes.append(f"warning: lr {tr.lr:g} is the recipe's ratio x the checkpoint's train.lr "
+                     f"{base.train.lr:g}; pass --lr to fine-tune at a usable rate")
     if tr.fusion_lr_scale != 1.0:
         notes.append(f"fusion layers at {tr.fusion_lr_scale:g}x the lr ({tr.lr * tr.fusion_lr_scale:g}; "
                      "train.fusion_lr_scale, the checkpoint's train.finetune_fusion_lr_scale by default)")
