@@ -130,7 +130,9 @@ def _command(name: str, spec: TaskSpec):
         f"{spec.summary}\n\n"
         f"Reads {data_kind}. Defaults ({r.source}): lr {r.lr_ratio:g} x the checkpoint's pre-training lr, "
         f"cosine to {r.min_lr_ratio:g} x lr, {r.epochs} epochs, batch {r.batch_size} per device, weight decay "
-        f"{r.weight_decay:g}. Runs as one process or under torchrun; --resume continues a killed run exactly."
+        f"{r.weight_decay:g}; the fusion layers at the checkpoint's train.finetune_fusion_lr_scale x lr "
+        f"(albef-tiny 10, albef-base 1). Runs as one process or under torchrun; --resume continues a killed "
+        f"run exactly."
     )
     if spec.task_config is not None:
         import dataclasses
