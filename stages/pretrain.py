@@ -73,6 +73,7 @@ def pretrain(
     eval_images: int = typer.Option(1000, "--eval-images", help="Images in the zero-shot check."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint artifact of that name."),
+    init_only: bool = typer.Option(False, "--init-only", help="Write the initialised model without training (a random-init baseline to fine-tune against)."),
 ) -> None:
     """Pre-train ALBEF: ITC with a momentum queue, ITM with hard negatives, MLM, momentum distillation.
 
@@ -96,7 +97,7 @@ def pretrain(
             shards=files, tokenizer=tokenizer, config=cfg, workers=workers, splits=tuple(split),
             checkpoint_every=checkpoint_every, init_image=init_image, init_text=init_text,
             compile=compile_, device=env.device, eval_split=eval_split or None, eval_images=eval_images,
-            root=root, inputs={"datasets": [a.name for a in datasets], "tokenizer": tokenizer},
+            root=root, inputs={"datasets": [a.name for a in datasets], "tokenizer": tokenizer}, init_only=init_only,
         )
         inputs = list(datasets)
         if tokenizer and not Path(tokenizer).is_dir():
@@ -105,7 +106,8 @@ def pretrain(
                   "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
                   "grad_accum": grad_accum, "precision": precision, "seed": seed, "splits": split,
                   "init_image": str(init_image) if init_image else None,
-                  "init_text": str(init_text) if init_text else None, "world_size": env.world}
+                  "init_text": str(init_text) if init_text else None, "world_size": env.world,
+                  "init_only": init_only}
         builder = ArtifactBuilder(
             artifact_path(root, "checkpoint", out), "checkpoint", params=params, inputs=inputs,
             command=command_line(), overwrite=overwrite, resume=resume, resumable=True,

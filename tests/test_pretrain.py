@@ -59,6 +59,25 @@ def test_pretrain_writes_a_complete_checkpoint(world):
     assert cfg.model.vision.image_size == 32 and tok.mask_token == "[MASK]"
 
 
+def test_init_only_writes_the_untrained_model_with_the_real_config(world):
+    from safetensors.torch import load_file
+
+    for name in ("init-a", "init-b"):
+        r = _pretrain(world, name, "--init-only", "--seed", "7")
+        assert r.exit_code == 0, r.output
+        assert "--init-only" in r.output
+    r = _pretrain(world, "trained-2", "--steps", "2", "--seed", "7")
+    assert r.exit_code == 0, r.output
+    a, b, t = (load_file(world / "checkpoints" / n / "model.safetensors") for n in ("init-a", "init-b", "trained-2"))
+    assert a.keys() == t.keys() and all((a[k] == b[k]).all() for k in a)  # deterministic from the seed
+    moved = [k for k in a if a[k].is_floating_point() and not (a[k] == t[k]).all()]
+    assert any(k.startswith("fusion_encoder.") for k in moved)  # two steps change what --init-only leaves
+    meta = json.loads((world / "checkpoints" / "init-a" / "config.json").read_text())
+    assert meta["step"] == 0 and meta["config"]["train"]["lr"] == 3e-4  # the preset's lr: fine-tunes scale it
+    assert _losses(world, "init-a") == []
+    assert json.loads((world / "checkpoints" / "init-a" / "zero_shot.json").read_text())["images"] == 4
+
+
 def test_resume_after_kill_continues_bit_for_bit(world, monkeypatch):
     assert _pretrain(world, "full", "--steps", "6").exit_code == 0
     full = _losses(world, "full")

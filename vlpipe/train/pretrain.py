@@ -57,6 +57,9 @@ class PretrainJob:
     eval_images: int = 1000
     root: Path | None = None
     inputs: dict[str, Any] = field(default_factory=dict)  # lineage notes for config.json
+    # write the initialised model (after --init-image / --init-text) without training: the "random
+    # init" start that fine-tuning comparisons need, with the same config (and train.lr) as a real run
+    init_only: bool = False
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
@@ -204,10 +207,14 @@ def run_pretrain(job: PretrainJob, builder: ArtifactBuilder, env: distributed.Di
         distributed.barrier()
 
     settings = LoopSettings.from_train_config(tr, total, job.checkpoint_every)
+    if job.init_only:
+        total = 0
+        notes.append("--init-only: writing the initialised model, no training step")
     for n in notes:
         progress.note(n)
-    metrics = train_loop(net, loss_fn, batches, micro, settings, env, resume=resume,
-                         on_checkpoint=on_checkpoint, progress=progress, samples_per_micro=tr.batch_size)
+    metrics = [] if job.init_only else train_loop(
+        net, loss_fn, batches, micro, settings, env, resume=resume, on_checkpoint=on_checkpoint,
+        progress=progress, samples_per_micro=tr.batch_size)
 
     stats: dict[str, Any] = {"steps": total, "train_samples": n_samples, "steps_per_epoch": micro // tr.grad_accum,
                              "world_size": env.world}
