@@ -309,6 +309,30 @@ def grounding_run(world):
                    "--steps", "6", "--batch-size", "8", "--lr", "1e-3", *FAST).output
 
 
+def test_grounding_batches_key_each_expression_and_the_loss_passes_the_keys_on(world, monkeypatch):
+    from vlpipe.data.loader import text_key
+    from vlpipe.models import albef as albef_mod
+
+    rows = pq.read_table(list_shards(world / "datasets" / "ref")).slice(0, 8).to_pylist()
+    cols = {c: [r[c] for r in rows] for c in ("image_id", "text", "image", "image_path")}
+    settings = CollateSettings(str(world / "tokenizers" / "tok"), 32, 40, train=False)
+    batch = task_grounding.collate(settings)(cols, [None] * len(rows))
+    assert batch["text_keys"].tolist() == [text_key(t) for t in cols["text"]]
+    seen = {}
+    real = albef_mod.sample_hard_negatives
+
+    def spy(*args, **kw):
+        seen["keys"] = args[5:7]
+        return real(*args, **kw)
+
+    monkeypatch.setattr(albef_mod, "sample_hard_negatives", spy)
+    loaded = load_task_checkpoint(world / "checkpoints" / "ck", "cpu")
+    ctx = LossContext(cfg=loaded.cfg, steps_per_epoch=10, total_steps=10)
+    losses = task_grounding.TASK.loss(loaded.model.train(), batch, 0, ctx)
+    assert torch.isfinite(losses["loss"])
+    assert [k.tolist() for k in seen["keys"]] == [batch["text_keys"].tolist()] * 2  # batch + gathered (1 rank)
+
+
 def test_grounding_finetune_and_evaluate(world, grounding_run):
     meta = _meta(world, "gr-ft")
     assert meta["task"] == "grounding" and meta["model_class"] == "albef" and meta["config"]["model"]["mlm"] is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlpipe.data.loader import CaptionBatches, batch_loader, image_key, scan_blocks
+from vlpipe.data.loader import CaptionBatches, batch_loader, image_key, scan_blocks, text_key
 from vlpipe.data.tokenizer import save_tokenizer, train_wordpiece
 from vlpipe.data.transforms import flip_caption
 
@@ -72,3 +72,11 @@ def test_split_filter_and_ranks_are_disjoint(tmp_path):
 def test_flip_swaps_left_and_right():
     assert flip_caption("a dog to the left of a cat, right?") == "a dog to the right of a cat, left?"
     assert flip_caption("leftover bright") == "leftover bright"
+
+
+def test_text_key_ignores_case_punctuation_and_a_leading_article():
+    assert text_key("The dog.") == text_key("dog") == text_key("  DOG ")
+    assert text_key("the dog left of the car") == text_key("dog left of the car")
+    assert text_key("the dog") != text_key("the cat") and text_key("a") == text_key("a")
+    assert text_key("dog left of the car") != text_key("car left of the dog")
+    assert 0 <= text_key("dog") < 2 ** 63

@@ -158,6 +158,22 @@ def test_hard_negatives_world_candidates_and_proportional():
     assert 0.82 < counts[0, 2] / reps < 0.92
 
 
+def test_same_text_of_another_image_is_a_positive_and_never_an_itm_negative():
+    ids = torch.tensor([0, 1, 2, 3])
+    keys = torch.tensor([7, 8, 7, 9])  # rows 0 and 2: the same expression of two images
+    pos = positive_mask(ids, torch.cat([ids, torch.tensor([2, 5])]), keys, keys)  # + 2 queued columns
+    assert pos[0, 2] and pos[2, 0] and not pos[0, 1] and not pos[1, 3]
+    assert pos[2, 4] and not pos[0, 4]  # queued columns: by image id only (they carry no text key)
+    g = torch.Generator().manual_seed(0)
+    sim = torch.zeros(4, 4)
+    sim[0, 2] = sim[2, 0] = 20.0  # the same-text pair is by far the most similar candidate
+    for _ in range(50):
+        neg = sample_hard_negatives(sim, sim, ids, generator=g, text_keys=keys)
+        assert neg.text_for_image[0] != 2 and neg.image_for_text[0] != 2 and neg.image_for_text[2] != 0
+    plain = sample_hard_negatives(sim, sim, ids, generator=g)  # without keys it is the pick
+    assert plain.image_for_text[0] == 2
+
+
 def test_hard_negatives_degenerate_batch_is_flagged():
     ids = torch.tensor([4, 4, 4])
     neg = sample_hard_negatives(torch.randn(3, 3), torch.randn(3, 3), ids)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,18 @@ READ_COLUMNS = ["image_id", "caption", "image", "image_path"]  # what caption ba
 def image_key(image_id: str) -> int:
     """A stable signed 63-bit integer for an image id (equal ids <=> equal keys, in practice)."""
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little") >> 1
+
+
+_ARTICLES = ("a", "an", "the")
+
+
+def text_key(text: str) -> int:
+    """A stable signed 63-bit integer for what a text says: lower-cased, punctuation dropped, spaces
+    collapsed, one leading article removed ("The dog." and "dog" share a key)."""
+    words = re.sub(r"[^0-9a-z]+", " ", text.lower()).split()
+    if len(words) > 1 and words[0] in _ARTICLES:
+        words = words[1:]
+    return image_key(" ".join(words))
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,7 @@ class ImageTextCollate(_Tokenizes):
     targets: Callable[[dict[str, list]], dict[str, torch.Tensor]] | None = None
     target_columns: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
+    text_keys: bool = False  # also return ``text_keys`` (:func:`text_key` of each text as fed)
 
     def __post_init__(self) -> None:
         self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))
@@ -207,6 +221,8 @@ class ImageTextCollate(_Tokenizes):
             "attention_mask": enc["attention_mask"],
             "image_ids": torch.tensor([image_key(i) for i in rows["image_id"]], dtype=torch.long),
         }
+        if self.text_keys:
+            batch["text_keys"] = torch.tensor([text_key(t) for t in texts], dtype=torch.long)
         if self.targets is not None:
             batch.update(self.targets(rows))
         for c in self.keep:
@@ -285,6 +301,7 @@ class QuestionAnswersCollate(_Tokenizes):
     crop_min_scale: float = 0.5
     answers: bool = True  # False: questions only (evaluation ranks a fixed candidate list)
     keep: tuple[str, ...] = ()
+    text_keys: bool = False  # also return ``text_keys`` (:func:`text_key` of each text as fed)
 
     def __post_init__(self) -> None:
         self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))

@@ -47,7 +47,12 @@ def build(cfg: Config, task_cfg: None = None) -> ALBEF:
 
 
 def collate(s: CollateSettings, keep: tuple[str, ...] = ()) -> ImageTextCollate:
-    return ImageTextCollate(s.tokenizer_dir, s.image_size, s.max_len, "text", s.train, s.crop_min_scale, keep=keep)
+    """Expressions with their text keys: the same expression of two images is a positive pair in
+    ITC and never an ITM negative ("the dog" is true of every image with one dog, and ITC's nearest
+    images for it, the hard negatives ITM draws, are exactly such images)."""
+    return ImageTextCollate(s.tokenizer_dir, s.image_size, s.max_len, "text", s.train, s.crop_min_scale, keep=keep,
+                            text_keys=True)
+
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def loss(net: torch.nn.Module, batch: dict, step: int, ctx: LossContext) -> dict
     ramp = max(1, min(ctx.total_steps, ctx.steps_per_epoch))  # alpha warms up over the first epoch
     alpha = ctx.cfg.model.alpha * min(1.0, (step + 1) / ramp)
     return net(batch["images"], batch["input_ids"], batch["attention_mask"], batch["image_ids"],
-               alpha=alpha, update_momentum=batch.get("first_micro", True))
+               alpha=alpha, update_momentum=batch.get("first_micro", True), text_keys=batch.get("text_keys"))
 
 
 def evaluate(req: EvalRequest, progress: Progress) -> Evaluation:

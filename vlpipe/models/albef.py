@@ -228,6 +228,7 @@ class ALBEF(MomentumCopies, nn.Module):
         alpha: float | None = None,
         update_momentum: bool = True,
         generator: torch.Generator | None = None,
+        text_keys: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Losses of the enabled objectives: ``{"loss": weighted sum, "loss_itc", "loss_itm", "loss_mlm"}``.
 
@@ -236,6 +237,9 @@ class ALBEF(MomentumCopies, nn.Module):
         ramp it up in the first epoch if wanted; 0 when ``distill`` is off). ``update_momentum``:
         do the EMA step first, as ALBEF does each iteration (pass False on the inner micro-batches
         of gradient accumulation). ``generator``: RNG for MLM masking and negative sampling.
+        ``text_keys`` [B] long (optional, :func:`~vlpipe.data.loader.text_key`): pairs whose texts
+        share a key are positives too, in ITC (within the gathered batch) and as ITM negatives
+        (never drawn); grounding passes them, as its short expressions recur across images.
         """
         c = self.cfg
         alpha = (c.alpha if alpha is None else float(alpha)) if c.distill else 0.0
@@ -260,7 +264,8 @@ class ALBEF(MomentumCopies, nn.Module):
                 ids_all = torch.cat([self._gather_nograd(image_ids), self.idx_queue])
                 image_feat_all = torch.cat([self._gather_nograd(image_feat_m).float(), self.image_queue.t()])
                 text_feat_all = torch.cat([self._gather_nograd(text_feat_m).float(), self.text_queue.t()])
-                pos = positive_mask(image_ids, ids_all)
+                keys_w = None if text_keys is None else self._gather_nograd(text_keys)
+                pos = positive_mask(image_ids, ids_all, text_keys, keys_w)
                 soft = None
                 if alpha > 0:
                     soft = (image_feat_m.float() @ text_feat_all.t() / temp, text_feat_m.float() @ image_feat_all.t() / temp)
@@ -268,7 +273,8 @@ class ALBEF(MomentumCopies, nn.Module):
             self.dequeue_and_enqueue(image_feat_m, text_feat_m, image_ids)
 
         if c.itm:
-            losses["loss_itm"] = self._itm(image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator)
+            losses["loss_itm"] = self._itm(image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator,
+                                           text_keys)
 
         if c.mlm:
             losses["loss_mlm"] = self._mlm(
@@ -279,13 +285,14 @@ class ALBEF(MomentumCopies, nn.Module):
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
 
-    def _itm(self, image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator):
+    def _itm(self, image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator, text_keys=None):
         b = image_tokens.shape[0]
         with torch.no_grad():
             ids_w = self._gather_nograd(image_ids)
             sim_i2t = image_feat.float() @ self._gather_nograd(text_feat.detach()).float().t() / self.temp
             sim_t2i = text_feat.float() @ self._gather_nograd(image_feat.detach()).float().t() / self.temp
-            neg = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, ids_w, generator)
+            keys_w = None if text_keys is None else self._gather_nograd(text_keys)
+            neg = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, ids_w, generator, text_keys, keys_w)
         image_tokens_w = self._gather(image_tokens)
         text_tokens_w, text_mask_w = self._gather_text(text_tokens, text_mask)
         text_tokens_p, text_mask_p = _pad_to(text_tokens, text_mask, text_tokens_w.shape[1])

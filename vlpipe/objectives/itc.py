@@ -15,9 +15,20 @@ import torch
 import torch.nn.functional as F
 
 
-def positive_mask(image_ids: torch.Tensor, image_ids_all: torch.Tensor) -> torch.Tensor:
-    """[B, K] bool: True where row i's image id equals column j's (batch ids vs batch+queue ids)."""
-    return image_ids.view(-1, 1) == image_ids_all.view(1, -1)
+def positive_mask(image_ids: torch.Tensor, image_ids_all: torch.Tensor, text_keys: torch.Tensor | None = None,
+                  text_keys_all: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, K] bool: True where row i's image id equals column j's (batch ids vs batch+queue ids).
+
+    With ``text_keys`` [B] and ``text_keys_all`` [K'] (K' <= K: the keys of the first K' columns,
+    the gathered batch; queued columns carry none), a pair is also positive when its two texts have
+    the same key: a text equal to one of image j's texts is true of image j. Grounding uses it,
+    where short expressions ("the dog") recur across images.
+    """
+    pos = image_ids.view(-1, 1) == image_ids_all.view(1, -1)
+    if text_keys is not None and text_keys_all is not None:
+        k = text_keys_all.numel()
+        pos[:, :k] |= text_keys.view(-1, 1) == text_keys_all.view(1, -1)
+    return pos
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

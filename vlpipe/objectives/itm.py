@@ -3,6 +3,8 @@
 For each image one negative text, and for each text one negative image, are drawn with probability
 softmax(similarity) over the candidates, where every candidate showing the same image (by image
 id) has probability 0: the draw never returns the positive nor another caption of the same image.
+Given text keys, a candidate whose text equals the row's text is excluded the same way (it is no
+negative: the same words are true of both images).
 
 Degenerate case: when every candidate of a row shows the row's own image (e.g. a batch holding a
 single image), there is no true negative. That row then draws uniformly from all candidates and is
@@ -15,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from vlpipe.objectives.itc import positive_mask
 
 
 class HardNegatives(NamedTuple):
@@ -42,16 +46,22 @@ def sample_hard_negatives(
     image_ids: torch.Tensor,
     image_ids_all: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    text_keys: torch.Tensor | None = None,
+    text_keys_all: torch.Tensor | None = None,
 ) -> HardNegatives:
     """Draw hard negatives.
 
     sim_i2t: [B, K] image i vs candidate text j; sim_t2i: [B, K] text i vs candidate image j.
     image_ids: [B] ids of the rows' pairs; image_ids_all: [K] ids of the candidate pairs (default
     ``image_ids``: the candidates are the batch itself). Candidate j's text and image both belong
-    to pair j. ``generator`` must live on the tensors' device.
+    to pair j. ``generator`` must live on the tensors' device. ``text_keys`` [B] /
+    ``text_keys_all`` [K] (default ``text_keys``): candidates with the row's text key count as the
+    same pair too (:func:`~vlpipe.objectives.itc.positive_mask`).
     """
     ids_all = image_ids if image_ids_all is None else image_ids_all
-    same = image_ids.view(-1, 1) == ids_all.view(1, -1)
+    if text_keys is not None and text_keys_all is None:
+        text_keys_all = text_keys
+    same = positive_mask(image_ids, ids_all, text_keys, text_keys_all)
     text_for_image, image_ok = _draw(sim_i2t, same, generator)
     image_for_text, text_ok = _draw(sim_t2i, same, generator)
     return HardNegatives(text_for_image, image_for_text, image_ok, text_ok)
