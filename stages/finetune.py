@@ -105,7 +105,7 @@ def _command(name: str, spec: TaskSpec):
         batch_size: int = typer.Option(None, "--batch-size", help=f"Batch size PER DEVICE (default {r.batch_size})."),
         lr: float = typer.Option(None, "--lr", help=f"Peak learning rate (default {r.lr_ratio:g} x the checkpoint's pre-training lr)."),
         warmup: int = typer.Option(None, "--warmup", help=f"Warm-up optimizer steps (default {r.warmup_steps})."),
-        image_size: int = typer.Option(None, "--image-size", help="Fine-tuning resolution in px (default: the checkpoint's; position embeddings are interpolated; ALBEF: 384 from 256)."),
+        image_size: int = typer.Option(None, "--image-size", help="Fine-tuning resolution in px (default: the checkpoint's; grounding: 1.5x a pre-trained one's; position embeddings are interpolated; ALBEF: 384 from 256)."),
         grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
         precision: str = typer.Option(None, "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
         seed: int = typer.Option(None, "--seed", help="Seed for data order, augmentation and new heads (default: the checkpoint's)."),

@@ -17,7 +17,7 @@ from vlpipe.config import load_config
 from vlpipe.data.loader import ShardBatches, batch_loader, scan_blocks
 from vlpipe.data.shards import list_shards
 from vlpipe.errors import VlpipeError
-from vlpipe.finetune.run import finetune_config
+from vlpipe.finetune.run import finetune_config, recipe_image_size
 from vlpipe.finetune.spec import CollateSettings, LossContext, transfer_weights
 from vlpipe.finetune.tasks import TASKS
 from vlpipe.models.albef import ALBEF
@@ -234,6 +234,15 @@ def test_recipe_defaults_and_overrides():
     assert (finetune_config(odd, TASKS["ve"], []).train.fusion_lr_scale,
             finetune_config(odd, TASKS["ve"], []).train.text_lr_scale) == (1.0, 1.0)
     assert finetune_config(base, TASKS["vqa"], ["train.fusion_lr_scale=2"]).train.fusion_lr_scale == 2.0
+    # grounding fine-tunes at 1.5x a pre-trained checkpoint's resolution (ALBEF: 384 from 256), in whole
+    # patches; --image-size wins; a fine-tuned start keeps its own; the other tasks keep the resolution
+    assert base.model.vision.image_size == 32 and ve.model.vision.image_size == 32
+    assert finetune_config(base, TASKS["grounding"], []).model.vision.image_size == 48
+    assert finetune_config(load_config("albef-tiny"), TASKS["grounding"], []).model.vision.image_size == 96
+    assert finetune_config(load_config("albef-base"), TASKS["grounding"], []).model.vision.image_size == 384
+    assert finetune_config(base, TASKS["grounding"], ["model.vision.image_size=64"]).model.vision.image_size == 64
+    assert finetune_config(base, TASKS["grounding"], [], pretrained=False).model.vision.image_size == 32
+    assert recipe_image_size(32, 8, 1.5) == 48 and recipe_image_size(40, 16, 1.5) == 64
 
 
 def test_eval_stream_covers_every_row_once_in_order(world):

@@ -336,6 +336,8 @@ def test_grounding_batches_key_each_expression_and_the_loss_passes_the_keys_on(w
 def test_grounding_finetune_and_evaluate(world, grounding_run):
     meta = _meta(world, "gr-ft")
     assert meta["task"] == "grounding" and meta["model_class"] == "albef" and meta["config"]["model"]["mlm"] is False
+    # the recipe's resolution: 1.5x the pre-trained 32 px (ALBEF: 384 from 256)
+    assert meta["image_size"] == 48 and "resolution 48 px, pre-trained at 32 px" in grounding_run
     assert "loss_itc" in _rows(world, "gr-ft")[0] and "loss_itm" in _rows(world, "gr-ft")[0]
     assert 0 <= json.loads((world / "checkpoints" / "gr-ft" / "eval.json").read_text())["accuracy"] <= 1
     r = run_cli(world, "evaluate", "grounding", "--checkpoint", "gr-ft", "--data", "ref", "--split", "test", *FAST)

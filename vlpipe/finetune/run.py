@@ -10,6 +10,7 @@ lineage (the starting checkpoint's artifact id, task and resolution; the dataset
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from vlpipe.finetune.spec import (
     task_assignments,
     transfer_weights,
 )
-from vlpipe.finetune.tasks import build_for, checkpoint_meta, describe, get_task, is_albef
+from vlpipe.finetune.tasks import TASKS, build_for, checkpoint_meta, describe, get_task, is_albef
 from vlpipe.progress import NullProgress, Progress
 from vlpipe.train import distributed
 from vlpipe.train.checkpoint import (
@@ -56,14 +57,24 @@ from vlpipe.train.report import CURVES, plot_losses, write_metrics
 EVAL_JSON = "eval.json"
 
 
-def finetune_config(base: Config, spec: TaskSpec, overrides: list[str]) -> Config:
+def recipe_image_size(image_size: int, patch_size: int, scale: float) -> int:
+    """``scale`` x ``image_size``, rounded to a whole number of patches (at least one)."""
+    return max(1, round(image_size * scale / patch_size)) * patch_size
+
+
+def finetune_config(base: Config, spec: TaskSpec, overrides: list[str], pretrained: bool = True) -> Config:
     """The pre-trained config with the task's recipe as ``train`` and its model tweaks, then
     ``overrides``. ``train.min_lr`` follows the recipe's ratio to the final lr unless overridden.
     Pre-training's lr multipliers are not inherited: the fusion layers' is the checkpoint's
     ``train.finetune_fusion_lr_scale`` (1 for albef-base, the paper's uniform lr), the text
-    tower's 1."""
+    tower's 1. From a ``pretrained`` (or imported) start the resolution is the recipe's
+    ``image_scale`` x the checkpoint's; a fine-tuned start keeps its own."""
     cfg = copy.deepcopy(base)
     r, tr = spec.recipe, cfg.train
+    if pretrained and r.image_scale != 1.0:
+        v = cfg.model.vision
+        cfg.model.vision = dataclasses.replace(v, image_size=recipe_image_size(v.image_size, v.patch_size,
+                                                                               r.image_scale))
     tr.lr = base.train.lr * r.lr_ratio
     tr.fusion_lr_scale, tr.text_lr_scale = base.train.finetune_fusion_lr_scale, 1.0
     tr.epochs, tr.steps, tr.batch_size = r.epochs, 0, r.batch_size
@@ -166,7 +177,7 @@ def prepare_finetune(job: FinetuneJob, world: int = 1) -> FinetunePlan:
     files = dataset_files(job.data, spec)
     base = from_dict(start["config"])
     config_sets, task_sets = task_assignments(spec, list(job.overrides))
-    cfg = finetune_config(base, spec, job.flag_overrides() + config_sets)
+    cfg = finetune_config(base, spec, job.flag_overrides() + config_sets, pretrained=start["task"] not in TASKS)
     # continuing a checkpoint of the same task keeps its settings (then --set <task>.x=... on top)
     task_cfg = make_task_config(spec, start.get("task_config") if start["task"] == spec.name else None, task_sets)
     tr = cfg.train

@@ -48,6 +48,9 @@ class TrainRecipe:
     min_lr_ratio: float = 0.1  # end of the cosine decay, relative to lr
     weight_decay: float = 0.02
     source: str = ""  # where the numbers come from
+    # fine-tuning resolution from a pre-trained checkpoint: this x its resolution, rounded to whole
+    # patches (ALBEF: 384 from 256 = 1.5); --image-size wins, and a fine-tuned start keeps its own
+    image_scale: float = 1.0
 
 
 @dataclass(frozen=True)
