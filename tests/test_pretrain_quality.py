@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality") / "artifacts"
     raw = root / "raw" / "w"
     run_cli(root, "synth", "--out", raw, "--images", "800", "--size", "32", "--seed", "3",
-            "--tasks", "captions,snli_ve,vqa")  # each task has its own random stream: the captions do not change
+            "--tasks", "captions,snli_ve,vqa,refcoco,nlvr2")  # each task has its own random stream: the captions do not change
     run_cli(root, "ingest", "karpathy", raw / "dataset_coco.json", "--images", raw, "--out", "w")
     run_cli(root, "tokenizer", "train", "--data", "w", "--vocab", "500", "--out", "tok")
     run_cli(root, "pretrain", "--shards", "w", "--tokenizer", "tok", "--config", "albef-tiny", "--steps", "250",
@@ -72,7 +72,7 @@ def test_zero_shot_retrieval_is_well_above_chance(trained):
 # pre-training is a head start: by 150 steps the random start catches up (VE 0.79 vs 0.80, VQA 0.55
 # vs 0.56). At the demo's size it does not (300 steps: VE 0.84 vs 0.78, VQA 0.59 vs 0.56,
 # docs/finetune.md).
-STEPS = {"ve": 80, "vqa": 40}
+STEPS = {"ve": 80, "vqa": 40, "grounding": 80, "nlvr2": 80}
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +89,11 @@ def starts(trained):
     return root
 
 
-def _finetune_and_evaluate(root, task, start):
+def _finetune_and_evaluate(root, task, start, lr="6e-05"):
     name = f"{task}-{start}"
     out = run_cli(root, "finetune", task, "--checkpoint", start, "--data", task, "--out", name, "--eval-split", "",
                   "--steps", STEPS[task], "--workers", "0").output
-    assert "lr 6e-05" in out and "fusion layers at 10x the lr" in out  # albef-tiny's recipe lr, fusion lr
+    assert f"lr {lr}" in out and "fusion layers at 10x the lr" in out  # albef-tiny's recipe lr, fusion lr
     run_cli(root, "evaluate", task, "--checkpoint", name, "--data", task, "--split", "val", "--out", name,
             "--workers", "0")
     return json.loads((root / "results" / name / "metrics.json").read_text())
@@ -121,3 +121,37 @@ def test_pretraining_transfers_to_vqa(starts):
     other = [m["per_answer_type"]["other"]["accuracy"] for m in (pre, rand)]
     assert other[0] >= other[1] + 0.15, other
     assert pre["accuracy"] >= pre["baseline"]["accuracy"] + 0.2
+
+
+# -- grounding and NLVR2 against their trivial baselines ---------------------------------------------
+#
+# Measured on this world after 80 fine-tune steps from `q`: grounding (at the recipe's 48 px) 0.372
+# on 360 val expressions against a random proposal 0.298 and the largest 0.336 (150 steps: 0.353; zero-shot
+# from `q`: 0.303); NLVR2 0.569 on 160 val pairs against the majority class 0.500. Both are small
+# margins at this size (the demo-size figures are in docs/finetune.md): the bounds assert the gain
+# over the random proposal / the majority class, not over the largest proposal.
+
+
+@pytest.fixture(scope="module")
+def pair_tasks(trained):
+    root = trained.parent.parent
+    raw = root / "raw" / "w"
+    run_cli(root, "ingest", "refcoco", raw / "refcoco+/refs(unc).p", raw / "refcoco+/instances.json",
+            raw / "refcoco+/dets.json", "--images", raw, "--out", "grounding", "--workers", "0")
+    run_cli(root, "ingest", "nlvr2", *(raw / f"nlvr2_{n}.json" for n in ("train", "dev", "test")), "--out", "nlvr2",
+            "--workers", "0")
+    return root
+
+
+@pytest.mark.slow
+def test_grounding_beats_a_random_proposal(pair_tasks):
+    m = _finetune_and_evaluate(pair_tasks, "grounding", "q", lr="3e-05")
+    assert m["scored"] >= 300
+    assert m["accuracy"] >= m["baseline"]["random"]["accuracy"] + 0.03, m["accuracy"]
+
+
+@pytest.mark.slow
+def test_nlvr2_beats_the_majority_class(pair_tasks):
+    m = _finetune_and_evaluate(pair_tasks, "nlvr2", "q")
+    assert m["examples"] >= 150
+    assert m["accuracy"] >= m["baseline"]["accuracy"] + 0.03, m["accuracy"]

@@ -37,8 +37,9 @@ from vlpipe.progress import Progress
 #: ALBEF configs/Grounding.yaml: lr 1e-5 (pre-training 1e-4), cosine to 1e-6, 5 epochs, batch 32 per
 #: GPU, weight decay 0.02, 384 px from 256 (image_scale 1.5), distillation alpha 0.4. The resolution
 #: matters most here: Grad-CAM's grid is the patch grid. Measured on `make demo`'s world (demo-albef,
-#: 300 steps, the whole val split of 2,537 expressions): 0.383 at 96 px (12x12 patches) vs 0.361 at
-#: the pre-trained 64 px (8x8), 0.390 at 128 px; largest proposal 0.341, random 0.306.
+#: 300 steps, the whole val split of 2,537 expressions, 2 seeds): 0.383 / 0.373 at 96 px (12x12
+#: patches) vs 0.361 / 0.359 at the pre-trained 64 px (8x8); 0.390 at 128 px; largest proposal
+#: 0.341, random 0.306.
 RECIPE = TrainRecipe(lr_ratio=0.1, epochs=5, batch_size=32, warmup_steps=0, min_lr_ratio=0.1, weight_decay=0.02,
                      source="ALBEF configs/Grounding.yaml", image_scale=1.5)
 
