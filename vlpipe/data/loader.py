@@ -301,7 +301,6 @@ class QuestionAnswersCollate(_Tokenizes):
     crop_min_scale: float = 0.5
     answers: bool = True  # False: questions only (evaluation ranks a fixed candidate list)
     keep: tuple[str, ...] = ()
-    text_keys: bool = False  # also return ``text_keys`` (:func:`text_key` of each text as fed)
 
     def __post_init__(self) -> None:
         self.transform = ImageTransform(self.image_size, train=self.train, scale=(self.crop_min_scale, 1.0))

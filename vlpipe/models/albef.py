@@ -252,6 +252,7 @@ class ALBEF(MomentumCopies, nn.Module):
         losses: dict[str, torch.Tensor] = {}
 
         need_momentum_image = c.itc or (c.mlm and alpha > 0)
+        keys_w = None if text_keys is None else self._gather_nograd(text_keys)  # the gathered batch's
         with torch.no_grad():
             if update_momentum:
                 self.momentum_update()
@@ -264,7 +265,6 @@ class ALBEF(MomentumCopies, nn.Module):
                 ids_all = torch.cat([self._gather_nograd(image_ids), self.idx_queue])
                 image_feat_all = torch.cat([self._gather_nograd(image_feat_m).float(), self.image_queue.t()])
                 text_feat_all = torch.cat([self._gather_nograd(text_feat_m).float(), self.text_queue.t()])
-                keys_w = None if text_keys is None else self._gather_nograd(text_keys)
                 pos = positive_mask(image_ids, ids_all, text_keys, keys_w)
                 soft = None
                 if alpha > 0:
@@ -274,7 +274,7 @@ class ALBEF(MomentumCopies, nn.Module):
 
         if c.itm:
             losses["loss_itm"] = self._itm(image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator,
-                                           text_keys)
+                                           text_keys, keys_w)
 
         if c.mlm:
             losses["loss_mlm"] = self._mlm(
@@ -285,14 +285,14 @@ class ALBEF(MomentumCopies, nn.Module):
         losses["loss"] = sum(weights[k] * v for k, v in losses.items())
         return losses
 
-    def _itm(self, image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator, text_keys=None):
+    def _itm(self, image_tokens, image_feat, text_tokens, text_mask, text_feat, image_ids, generator, text_keys=None,
+             text_keys_w=None):
         b = image_tokens.shape[0]
         with torch.no_grad():
             ids_w = self._gather_nograd(image_ids)
             sim_i2t = image_feat.float() @ self._gather_nograd(text_feat.detach()).float().t() / self.temp
             sim_t2i = text_feat.float() @ self._gather_nograd(image_feat.detach()).float().t() / self.temp
-            keys_w = None if text_keys is None else self._gather_nograd(text_keys)
-            neg = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, ids_w, generator, text_keys, keys_w)
+            neg = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, ids_w, generator, text_keys, text_keys_w)
         image_tokens_w = self._gather(image_tokens)
         text_tokens_w, text_mask_w = self._gather_text(text_tokens, text_mask)
         text_tokens_p, text_mask_p = _pad_to(text_tokens, text_mask, text_tokens_w.shape[1])
